@@ -1,0 +1,274 @@
+"""``Minique``: the queue's options, its task registry, enqueueing and result lookup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+from uuid import uuid4
+
+from .errors import ConfigurationError
+from .hooks import Attempt, TaskHook
+from .result import Result
+from .serializers import get_serializer
+from .store import STATES, NewJob, Outcome, SqliteStore, Synchronous
+from .task import Expires, Task, TaskOptions, to_deadline
+from .wakeup import Nudger
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+
+
+class Minique:
+    """A durable task queue in one SQLite file.
+
+    ``path`` is the database file (created with its tables on first use);
+    many processes may open it at once. See the docs for every option.
+    Raises ``ConfigurationError`` at once if the file's folder is missing or
+    the file is read-only.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        immediate: bool = False,
+        serializer: Literal["json", "pickle"] = "json",
+        result_ttl: float | None = 7 * 24 * 3600,
+        tz: str | None = None,
+        synchronous: Synchronous = "normal",
+        lease: float = 60.0,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not a SQLite setting; use 'normal' (survives "
+                "any process crash) or 'full' (also survives power loss)"
+            )
+        if lease <= 0:
+            raise ConfigurationError("lease must be a positive number of seconds")
+        if result_ttl is not None and result_ttl < 0:
+            raise ConfigurationError("result_ttl must be None (keep forever) or >= 0 seconds")
+        self.path = Path(path)
+        self.immediate = immediate
+        self.serializer = get_serializer(serializer)
+        self.result_ttl = result_ttl
+        self.tz = tz
+        self.synchronous = synchronous
+        self.lease = float(lease)
+        self.store = SqliteStore(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.task_hooks: list[TaskHook] = []
+        self.start_hooks: list[Callable[[Consumer], None]] = []
+        self.stop_hooks: list[Callable[[Consumer], None]] = []
+        self._nudger = Nudger(self.path)
+        self._local_wakers: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Minique {self.path}>"
+
+    # -- declaring tasks ---------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, *, name: str | None = None, queue: str = "default", priority: int = 0,
+        retries: int = 0, retry_delay: float = 1.0, retry_backoff: float = 2.0,
+        retry_max_delay: float = 3600.0, retry_jitter: float = 0.1,
+        retry_on: Sequence[type[BaseException]] | type[BaseException] = (Exception,),
+        timeout: float | None = None, expires: Expires | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
+        """Turn a function into a task: bare ``@mq.task`` or ``@mq.task(retries=3, ...)``.
+
+        Raises ``ValueError`` for an invalid option or a name already taken by
+        another function.
+        """
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            return self._register(func, options)
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def _register(self, fn: Callable[P, R], options: dict[str, Any]) -> Task[P, R]:
+        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        retry_on = options.pop("retry_on", (Exception,))
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        task_options = TaskOptions(name=name, retry_on=tuple(retry_on), **options)
+        existing = self.tasks.get(name)
+        if existing is not None and _qualified(existing.fn) != _qualified(fn):
+            raise ValueError(
+                f"two functions want the task name {name!r}: {_qualified(existing.fn)} and "
+                f"{_qualified(fn)}; give one of them name=..."
+            )
+        task: Task[P, R] = Task(self, fn, task_options)
+        self.tasks[name] = task
+        return task
+
+    # -- hooks -------------------------------------------------------------------
+
+    def around_task(self, hook: TaskHook) -> TaskHook:
+        """Register ``hook(attempt)`` returning a context manager that wraps each task run.
+
+        Hooks are entered in registration order and exited in reverse; an
+        exception from the task passes through them. Used by the Flask and
+        Django integrations; usable as a decorator.
+        """
+        self.task_hooks.append(hook)
+        return hook
+
+    def on_consumer_start(self, fn: Callable[[Consumer], None]) -> Callable[[Consumer], None]:
+        """Call ``fn(consumer)`` when a consumer of this queue starts."""
+        self.start_hooks.append(fn)
+        return fn
+
+    def on_consumer_stop(self, fn: Callable[[Consumer], None]) -> Callable[[Consumer], None]:
+        """Call ``fn(consumer)`` when a consumer of this queue has stopped."""
+        self.stop_hooks.append(fn)
+        return fn
+
+    @contextmanager
+    def run_hooks(self, attempt: Attempt) -> Iterator[None]:
+        """Enter every ``around_task`` hook for one run of a task."""
+        with ExitStack() as stack:
+            for hook in self.task_hooks:
+                stack.enter_context(hook(attempt))
+            yield
+
+    # -- enqueueing --------------------------------------------------------------
+
+    def _new_job(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], now: float,
+        eta: float, priority: int | None,
+    ) -> NewJob:
+        return NewJob(
+            id=uuid4().hex,
+            name=task.options.name,
+            queue=task.options.queue,
+            priority=task.options.priority if priority is None else priority,
+            payload=self.serializer.dumps([list(args), kwargs]),
+            eta=eta,
+            expires=task.options.expires_at(now),
+            max_attempts=task.options.retries + 1,
+            created_at=now,
+        )
+
+    def enqueue(
+        self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        delay: float | dt.timedelta | None = None, eta: dt.datetime | None = None,
+        priority: int | None = None,
+    ) -> Result[R]:
+        """Store one call of ``task`` (what calling a task does); durable when it returns."""
+        now = time.time()
+        when = now
+        if delay is not None:
+            when = to_deadline(delay, now) or now
+        elif eta is not None:
+            when = eta.timestamp()
+        job = self._new_job(task, args, kwargs, now, when, priority)
+        if self.immediate:
+            self._run_immediately(task, job, args, kwargs)
+        else:
+            self.store.enqueue([job], now)
+            self.wake_consumers()
+        return Result(self, job.id, job.name)
+
+    def enqueue_many(
+        self, task: Task[Any, R], calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+    ) -> list[Result[R]]:
+        """Store many calls of ``task`` in one transaction (what ``task.map`` does)."""
+        now = time.time()
+        jobs = [self._new_job(task, args, kwargs, now, now, None) for args, kwargs in calls]
+        if self.immediate:
+            for job, (args, kwargs) in zip(jobs, calls, strict=True):
+                self._run_immediately(task, job, args, kwargs)
+        elif jobs:
+            self.store.enqueue(jobs, now)
+            self.wake_consumers()
+        return [Result(self, job.id, job.name) for job in jobs]
+
+    def wake_consumers(self) -> None:
+        """Tell consumers, in this process and others, that work was committed."""
+        for wake in self._local_wakers:
+            wake()
+        self._nudger.nudge()
+
+    def _run_immediately(
+        self, task: Task[Any, Any], job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> None:
+        # Immediate mode runs through the same hooks and stores the same row
+        # as a consumer would, so Result behaves the same in tests.
+        attempt = Attempt(id=job.id, task=task, number=1, max_attempts=job.max_attempts,
+                          queue=job.queue)
+        now = time.time()
+        try:
+            with self.run_hooks(attempt):
+                value = task.fn(*args, **kwargs)
+            outcome = Outcome(job.id, "immediate", 1, "done", time.time(),
+                              result=self.serializer.dumps(value))
+        except Exception as exc:
+            outcome = Outcome(job.id, "immediate", 1, "failed", time.time(),
+                              error_type=type(exc).__name__, error_message=str(exc),
+                              traceback=traceback.format_exc())
+        job.created_at = now
+        self.store.record_finished(job, outcome)
+
+    # -- reading -----------------------------------------------------------------
+
+    def result(self, id: str) -> Result[Any]:
+        """A handle on the call with this id, from any process."""
+        return Result(self, id)
+
+    def decode_value(self, stored: str | bytes | None) -> Any:
+        """Turn a stored result back into the value the task returned."""
+        return None if stored is None else self.serializer.loads(stored)
+
+    def decode_call(self, payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Turn a stored payload back into ``(args, kwargs)``; ``ValueError`` if it cannot."""
+        try:
+            args, kwargs = self.serializer.loads(payload)
+        except Exception as exc:  # json, base64, pickle: each fails its own way
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            raise ValueError("the payload is not an (args, kwargs) pair")
+        return tuple(args), kwargs
+
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """Tasks by status, over all queues or one; every status is a key, zeros included."""
+        totals: dict[str, int] = dict.fromkeys(STATES, 0)
+        for name, per_state in self.store.counts_by_queue().items():
+            if queue is None or name == queue:
+                for state, count in per_state.items():
+                    totals[state] += count
+        return totals
+
+    # -- consuming ---------------------------------------------------------------
+
+    def consumer(
+        self, workers: int = 4, queues: Sequence[str] | None = None, periodic: bool = True,
+        **options: Any,
+    ) -> Consumer:
+        """A consumer of this queue: ``start()``/``stop()``, ``run()``, or ``with``."""
+        from .consumer import Consumer
+
+        return Consumer(self, workers=workers, queues=queues, periodic=periodic, **options)
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+

@@ -1,0 +1,365 @@
+"""The consumer: worker threads that run tasks, one dispatcher thread that talks to the store.
+
+The dispatcher is the only thread on the hot path of the database: in one
+transaction it writes the outcomes the workers handed back and claims as many
+new jobs as there are free workers (plus a small buffer while tasks are
+short). A busy consumer therefore finishes and claims in batches, one commit
+each; an idle one sleeps until a producer's nudge, a poll of the database's
+data version, or the next scheduled eta.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from ..errors import MiniqueError
+from ..store import ClaimedJob, ConsumerInfo
+from ..wakeup import Listener
+from .execution import Ran, execute
+from .housekeeping import Housekeeper
+from .identity import describe_self
+
+if TYPE_CHECKING:
+    from ..app import Minique
+
+log = logging.getLogger("minique")
+
+# Tasks shorter than this on average are claimed ahead of free workers (a
+# buffer of BUFFER_PER_WORKER each), so that claims and finishes batch. Long
+# tasks are never buffered: another consumer may be idle and should get them.
+SHORT_TASK = 0.02
+BUFFER_PER_WORKER = 4
+MIN_BUFFER = 16
+
+
+class Consumer:
+    """Runs the tasks of one ``Minique`` in worker threads.
+
+    ``start()``/``stop()`` run it in the background (callable from any thread;
+    no signal handlers); ``run()`` blocks and handles SIGTERM/SIGINT when
+    called from the main thread; ``with consumer:`` starts and stops it.
+    """
+
+    def __init__(
+        self, mq: Minique, workers: int = 4, queues: Sequence[str] | None = None,
+        periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a consumer needs at least one worker")
+        self.mq = mq
+        self.id = uuid4().hex
+        self.workers = workers
+        self.queues = tuple(queues) if queues else None
+        self.periodic = periodic
+        self.grace = grace
+        self.poll_interval = poll_interval
+        self.identity: ConsumerInfo | None = None
+
+        self._cond = threading.Condition()
+        self._ran: list[Ran] = []
+        self._jobs: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._inflight = 0  # claimed and not yet written back
+        self._hint = True  # the store may hold ready work
+        self._stopping = False
+        self._abandon = False  # grace is over: write what is done and leave
+        self._avg_duration: float | None = None
+        self._next_eta: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
+        self._listener: Listener | None = None
+        self._housekeeper: Housekeeper | None = None
+        self._started = False
+        self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
+
+    def __enter__(self) -> Consumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(self.grace)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker, dispatcher and scheduler threads and return.
+
+        Raises ``ConfigurationError``/``DatabaseError`` if the database cannot
+        be opened or written.
+        """
+        if self._started:
+            raise RuntimeError("this consumer was already started; make a new one")
+        self._started = True
+        now = time.time()
+        queues = ",".join(self.queues) if self.queues else "*"
+        self.identity = describe_self(self.id, queues, self.workers, now)
+        self.mq.store.register_consumer(self.identity)
+        self._housekeeper = Housekeeper(self)
+        self._housekeeper.recover_dead_consumers()
+        for hook in self.mq.start_hooks:
+            hook(self)
+        self._listener = Listener(self.mq.path, self.id)
+        if self._listener.open():
+            threading.Thread(target=self._listen, name="minique-listener", daemon=True).start()
+        self.mq._local_wakers.append(self.wake)
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"minique-worker-{n + 1}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="minique-dispatcher",
+                                            daemon=True)
+        self._dispatcher.start()
+        self._housekeeper.start()
+        self._log_banner()
+
+    def _log_banner(self) -> None:
+        queues = ", ".join(self.queues) if self.queues else "all"
+        log.info("minique consumer %s started on %s", self.id[:8], self.mq.path.resolve())
+        log.info("  queues: %s; workers: %d threads; periodic: %s; lease: %g s",
+                 queues, self.workers, "on" if self.periodic else "off", self.mq.lease)
+        names = sorted(self.mq.tasks)
+        log.info("  %d tasks: %s", len(names), ", ".join(names) or "(none registered)")
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop claiming, let running tasks finish for up to ``timeout`` seconds, put back the rest.
+
+        Returns once the consumer has stopped. Tasks still running after the
+        timeout are returned to the queue (without using an attempt); their
+        threads are abandoned and whatever they finish is ignored.
+        """
+        if not self._started or self._stopped.is_set():
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        assert self._dispatcher is not None
+        self._dispatcher.join(timeout)
+        if self._dispatcher.is_alive():
+            with self._cond:
+                self._abandon = True
+                self._cond.notify_all()
+            self._dispatcher.join()
+        # Whatever still runs after the grace period goes back to the queue now;
+        # a stale outcome of it can no longer be written (the owner guard).
+        released = self.mq.store.release(self.id)
+        if released:
+            log.warning("put back %d task(s) still running after the grace period", released)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.wake in self.mq._local_wakers:
+            self.mq._local_wakers.remove(self.wake)
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
+        for _ in self._threads:
+            self._jobs.put(None)
+        if self._listener is not None:
+            self._listener.close()
+        try:
+            self.mq.store.unregister_consumer(self.id)
+        except MiniqueError as exc:
+            log.warning("could not unregister consumer %s: %s", self.id[:8], exc)
+        self._stopped.set()
+        for hook in self.mq.stop_hooks:
+            hook(self)
+        log.info("minique consumer %s stopped", self.id[:8])
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT (when on the main thread) or ``request_stop()``.
+
+        A second SIGINT skips the rest of the grace period.
+        """
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self.start()
+            while not self._stop_requested.wait(1.0):
+                pass
+            log.info("stopping: no new tasks; waiting up to %g s for running ones", self.grace)
+            self.stop(self.grace)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to stop, from any thread."""
+        self._stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            log.warning("second signal: putting back running tasks now")
+            with self._cond:
+                self._abandon = True
+                self._cond.notify_all()
+            return
+        self._stop_requested.set()
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and the end of ``stop()``."""
+        return self._started and not self._stopped.is_set()
+
+    # -- waking ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the dispatcher that new work may be ready (cheap; any thread)."""
+        with self._cond:
+            self._hint = True
+            self._cond.notify()
+
+    def _listen(self) -> None:
+        listener = self._listener
+        assert listener is not None and listener.sock is not None
+        sock = listener.sock
+        sock.settimeout(1.0)
+        while not self._stopping:
+            try:
+                sock.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            listener.drain()
+            self.wake()
+
+    # -- workers -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            ran = execute(self.mq, job, self.id)
+            with self._cond:
+                self._ran.append(ran)
+                self._cond.notify()
+
+    # -- dispatcher ----------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        buffer = 0
+        if self._avg_duration is not None and self._avg_duration < SHORT_TASK:
+            buffer = max(MIN_BUFFER, BUFFER_PER_WORKER * self.workers)
+        return self.workers + buffer - self._inflight
+
+    def _dispatch(self) -> None:
+        store = self.mq.store
+        version = store.data_version()
+        self._next_eta = store.next_scheduled_eta()
+        failures = 0
+        while True:
+            with self._cond:
+                if not self._should_wake():
+                    self._cond.wait(self._sleep_time())
+                stopping = self._stopping
+            if stopping:
+                self._release_buffered()
+            with self._cond:
+                ran, self._ran = self._ran, []
+                leave = self._abandon or (self._stopping and self._inflight == len(ran))
+                limit = 0 if self._stopping else self._capacity()
+                hint = self._hint
+                if limit > 0:
+                    self._hint = False  # consumed: a nudge from now on sets it again
+            now = time.time()
+            promote = self._next_eta is not None and self._next_eta <= now
+            if limit > 0 and not hint:
+                current = store.data_version()
+                hint = promote or current != version
+                version = current
+            if limit <= 0 or not hint:
+                limit = 0
+            if not ran and not limit and not leave:
+                continue
+            try:
+                written, claimed = store.exchange(
+                    [r.outcome for r in ran], self.id, now + self.mq.lease, now, limit,
+                    self.queues, promote)
+            except MiniqueError as exc:
+                failures += 1
+                log.error("cannot reach the queue database (attempt %d): %s", failures, exc)
+                with self._cond:
+                    self._ran[:0] = ran
+                    self._hint = self._hint or hint
+                if leave:
+                    return
+                time.sleep(min(0.05 * 2 ** failures, 2.0))
+                continue
+            failures = 0
+            self._after_exchange(ran, written, claimed, limit)
+            if leave:
+                return
+
+    def _after_exchange(self, ran: list[Ran], written: list[bool], claimed: list[ClaimedJob],
+                        limit: int) -> None:
+        for r, ok in zip(ran, written, strict=True):
+            if ok:
+                log.log(r.level, r.message)
+            else:
+                log.warning("%s: ignored, the task had been taken back from this consumer",
+                            r.message)
+            eta = r.outcome.eta
+            if r.outcome.state == "scheduled" and eta is not None:
+                self._next_eta = eta if self._next_eta is None else min(self._next_eta, eta)
+            self._avg_duration = r.duration if self._avg_duration is None \
+                else 0.8 * self._avg_duration + 0.2 * r.duration
+        for job in claimed:
+            self._jobs.put(job)
+        with self._cond:
+            self._inflight += len(claimed) - len(ran)
+            if limit and len(claimed) == limit:
+                self._hint = True  # there may be more where these came from
+        if limit and len(claimed) < limit:
+            self._next_eta = self.mq.store.next_scheduled_eta()
+
+    def _should_wake(self) -> bool:
+        if self._ran or self._abandon:
+            return True
+        if self._stopping:
+            return self._inflight == 0
+        return self._hint and self._capacity() > 0
+
+    def _sleep_time(self) -> float:
+        wait = self.poll_interval
+        if self._next_eta is not None:
+            wait = min(wait, max(self._next_eta - time.time(), 0.0))
+        return wait
+
+    def _release_buffered(self) -> None:
+        # Jobs claimed ahead of free workers have not started: give them back
+        # without using an attempt, so another consumer can take them now.
+        buffered: list[ClaimedJob] = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                buffered.append(job)
+        if not buffered:
+            return
+        try:
+            self.mq.store.release(self.id, [(job.id, job.attempt) for job in buffered])
+        except MiniqueError as exc:
+            # Not fatal: their leases run out and another consumer takes them.
+            log.error("could not put back %d unstarted task(s): %s", len(buffered), exc)
+        with self._cond:
+            self._inflight -= len(buffered)
+            self._cond.notify()
+
+    # -- for the housekeeper -----------------------------------------------------------------
+
+    def holds_jobs(self) -> bool:
+        """True while some claimed job has not been written back."""
+        return self._inflight > 0

@@ -1,0 +1,106 @@
+"""Running one claimed job and deciding how its attempt ended."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import Retry, SerializationError
+from ..hooks import Attempt
+from ..store import ClaimedJob, Outcome
+from ..task import TaskOptions
+
+if TYPE_CHECKING:
+    from ..app import Minique
+
+log = logging.getLogger("minique")
+
+
+@dataclass(slots=True)
+class Ran:
+    """An attempt's outcome to store, and the line to log once it is stored."""
+
+    outcome: Outcome
+    level: int
+    message: str
+    duration: float
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _failed(job: ClaimedJob, owner: str, error_type: str, message: str, tb: str = "",
+            duration: float = 0.0) -> Ran:
+    outcome = Outcome(job.id, owner, job.attempt, "failed", time.time(), error_type=error_type,
+                      error_message=message, traceback=tb)
+    return Ran(outcome, logging.ERROR,
+               f"{job.name}[{job.id}] failed in {_fmt_seconds(duration)}: {error_type}: {message}",
+               duration)
+
+
+def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
+    """Run one attempt of ``job`` in this thread; never raises."""
+    now = time.time()
+    if job.expires is not None and job.expires <= now:
+        outcome = Outcome(job.id, owner, job.attempt, "expired", now, error_type="Expired",
+                          error_message="the call was not started before it expired")
+        return Ran(outcome, logging.INFO, f"{job.name}[{job.id}] expired, not run", 0.0)
+    task = mq.tasks.get(job.name)
+    if task is None:
+        known = ", ".join(sorted(mq.tasks)) or "none"
+        return _failed(job, owner, "UnknownTask", (
+            f"this consumer has no task named {job.name!r} (it knows: {known}); run the "
+            "consumer on the module that defines it, or check the task's name="))
+    try:
+        args, kwargs = mq.decode_call(job.payload)
+    except ValueError as exc:
+        return _failed(job, owner, "PayloadError", (
+            f"the stored arguments cannot be decoded ({exc}); the row is corrupt or was "
+            "written with another serializer"))
+    attempt = Attempt(job.id, task, job.attempt, job.max_attempts, job.queue)
+    start = time.perf_counter()
+    try:
+        if mq.task_hooks:
+            with mq.run_hooks(attempt):
+                value = task.fn(*args, **kwargs)
+        else:
+            value = task.fn(*args, **kwargs)
+    except BaseException as exc:  # a task's SystemExit must not end the worker
+        duration = time.perf_counter() - start
+        return _after_error(job, owner, task.options, exc, traceback.format_exc(), duration)
+    duration = time.perf_counter() - start
+    try:
+        stored = mq.serializer.dumps(value)
+    except SerializationError as exc:
+        return _failed(job, owner, "SerializationError",
+                       f"the task's return value cannot be stored: {exc}", duration=duration)
+    outcome = Outcome(job.id, owner, job.attempt, "done", time.time(), result=stored)
+    return Ran(outcome, logging.INFO,
+               f"{job.name}[{job.id}] done in {_fmt_seconds(duration)}", duration)
+
+
+def _after_error(job: ClaimedJob, owner: str, options: TaskOptions, exc: BaseException,
+                 tb: str, duration: float) -> Ran:
+    error_type = type(exc).__name__
+    message = str(exc)
+    retryable = isinstance(exc, (Retry, *options.retry_on))
+    if not retryable or job.attempt >= job.max_attempts:
+        ran = _failed(job, owner, error_type, message, tb, duration)
+        if retryable and job.max_attempts > 1:
+            ran.message += f" (after {job.attempt} attempts)"
+        return ran
+    wait = exc.delay if isinstance(exc, Retry) and exc.delay is not None \
+        else options.retry_wait(job.attempt)
+    now = time.time()
+    outcome = Outcome(job.id, owner, job.attempt, "scheduled" if wait > 0 else "queued", now,
+                      error_type=error_type, error_message=message, traceback=tb,
+                      eta=now + wait)
+    return Ran(outcome, logging.WARNING, (
+        f"{job.name}[{job.id}] failed in {_fmt_seconds(duration)}: {error_type}: {message}; "
+        f"retry {job.attempt} of {job.max_attempts - 1} in {_fmt_seconds(wait)}"), duration)

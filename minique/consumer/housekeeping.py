@@ -1,0 +1,114 @@
+"""The consumer's scheduler thread: leases, dead consumers, expired results.
+
+It renews the leases of the jobs this consumer holds, takes back the jobs of
+consumers that are gone (at once when they are certainly dead on this host,
+when their lease runs out otherwise), and deletes results past their TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import MiniqueError
+from ..store import Reaped
+from .identity import certainly_dead
+
+if TYPE_CHECKING:
+    from .core import Consumer
+
+log = logging.getLogger("minique")
+
+DEAD_CHECK_EVERY = 1.0
+PURGE_EVERY = 60.0
+
+
+class Housekeeper:
+    """One thread of periodic chores for one consumer."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.mq = consumer.mq
+        self.lease = consumer.mq.lease
+        # Renew well before expiry: three chances per lease to get a write in.
+        self.renew_every = max(min(self.lease / 3, 10.0), 0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="minique-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+    def _loop(self) -> None:
+        next_renew = next_check = next_purge = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_renew:
+                    self.renew()
+                    next_renew = now + self.renew_every
+                if now >= next_check:
+                    self.recover_dead_consumers()
+                    self.reap_expired()
+                    next_check = now + DEAD_CHECK_EVERY
+                if now >= next_purge:
+                    self.purge()
+                    next_purge = now + PURGE_EVERY
+            except MiniqueError as exc:
+                log.error("housekeeping failed, will try again: %s", exc)
+            wait = min(next_renew, next_check, next_purge) - time.monotonic()
+            self._stop.wait(max(wait, 0.01))
+
+    def renew(self) -> None:
+        """Extend the leases of this consumer's jobs, and note that it is alive."""
+        now = time.time()
+        if self.consumer.holds_jobs():
+            self.mq.store.renew(self.consumer.id, now + self.lease)
+        self.mq.store.consumer_heartbeat(self.consumer.id, now)
+
+    def recover_dead_consumers(self) -> None:
+        """Take back at once the jobs of consumers on this host that are certainly dead."""
+        me = self.consumer.identity
+        if me is None:
+            return
+        for other in self.mq.store.consumers():
+            if other.id == me.id:
+                continue
+            if certainly_dead(other, me):
+                reaped = self.mq.store.reap_owner(other.id, time.time())
+                self.mq.store.unregister_consumer(other.id)
+                log.warning("consumer %s (pid %d) is gone; took back %d task(s)",
+                            other.id[:8], other.pid, len(reaped))
+                self._report(reaped)
+            elif other.heartbeat_at < time.time() - max(10 * self.lease, 3600):
+                # Silent for that long: its leases ran out long ago; forget it.
+                self.mq.store.unregister_consumer(other.id)
+
+    def reap_expired(self) -> None:
+        """Take back running jobs whose lease ran out (their consumer stopped renewing)."""
+        self._report(self.mq.store.reap_expired(time.time()))
+
+    def purge(self) -> None:
+        """Delete finished jobs older than the queue's ``result_ttl``."""
+        if self.mq.result_ttl is None:
+            return
+        deleted = self.mq.store.purge_finished(time.time() - self.mq.result_ttl)
+        if deleted:
+            log.info("deleted %d finished task(s) older than %g s", deleted, self.mq.result_ttl)
+
+    def _report(self, reaped: list[Reaped]) -> None:
+        for job in reaped:
+            if job.state == "queued":
+                log.warning("%s[%s] was running on consumer %s, which is gone: queued again "
+                            "(attempt %d)", job.name, job.id, job.owner[:8], job.attempt)
+            else:
+                log.error("%s[%s] was running on consumer %s, which is gone, and has no "
+                          "attempts left: failed", job.name, job.id, job.owner[:8])
+        if any(job.state == "queued" for job in reaped):
+            self.consumer.wake()

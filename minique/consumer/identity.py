@@ -1,0 +1,74 @@
+"""Who a consumer process is, precisely enough to be sure when it is gone.
+
+A PID alone proves nothing: containers sharing a volume see each other's PIDs
+as someone else's, and PIDs are reused. A consumer is known dead only when its
+record names this kernel boot and this PID namespace, and its PID is gone or
+now belongs to a process that started at another time. Anything less and we
+wait for its lease to run out: a task run late is better than a task run twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from ..store import ConsumerInfo
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def boot_id() -> str:
+    """This kernel boot's id ("" where the system does not say)."""
+    return _read("/proc/sys/kernel/random/boot_id")
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace ("" where the system does not say)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> tuple[str, str] | None:
+    """``(start_time, state)`` of a process from /proc, or None if there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = stat.rpartition(")")[2].split()
+    # fields[0] is field 3 (state); the start time is field 22.
+    return fields[19], fields[0]
+
+
+def describe_self(consumer_id: str, queues: str, workers: int, now: float) -> ConsumerInfo:
+    """The record a consumer writes about itself when it starts."""
+    pid = os.getpid()
+    start = process_start(pid)
+    return ConsumerInfo(
+        id=consumer_id, hostname=socket.gethostname(), boot_id=boot_id(),
+        pid_ns=pid_namespace(), pid=pid, pid_start=start[0] if start else "",
+        queues=queues, workers=workers, started_at=now, heartbeat_at=now,
+    )
+
+
+def certainly_dead(info: ConsumerInfo, me: ConsumerInfo) -> bool:
+    """True only when ``info`` names a process of this kernel and namespace that no longer runs."""
+    if not info.boot_id or info.boot_id != me.boot_id:
+        return False
+    if not info.pid_ns or info.pid_ns != me.pid_ns or not info.pid_start:
+        return False
+    if info.pid == me.pid:
+        return info.pid_start != me.pid_start
+    current = process_start(info.pid)
+    if current is None:
+        return True
+    start, state = current
+    # A zombie has exited; only its parent has not collected it yet.
+    return start != info.pid_start or state in ("Z", "X")

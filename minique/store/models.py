@@ -1,0 +1,111 @@
+"""The tables, as peewee models: one row per call in ``jobs``, plus consumers and periodic slots.
+
+The models are bound to a never-connected database that only renders SQL; each
+store executes queries on its own connection (several queues, several files,
+one process).
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+
+_sql_only = pw.SqliteDatabase(None)
+
+# Bump on every change to the tables below and add a step to MIGRATIONS in
+# store/sqlite.py; a file written by an older minique is upgraded in place.
+SCHEMA_VERSION = 1
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = _sql_only
+        legacy_table_names = False
+
+
+class Job(BaseModel):
+    """One call of a task, moved through its states by short transactions."""
+
+    seq = pw.AutoField()  # the rowid: cheap FIFO order and cheap joins
+    id = pw.TextField(unique=True)
+    name = pw.TextField()
+    queue = pw.TextField()
+    priority = pw.IntegerField()
+    # queued | scheduled | running | done | failed | revoked | expired
+    state = pw.TextField()
+    payload = pw.BlobField()
+    eta = pw.FloatField()  # epoch seconds from which it may run
+    expires = pw.FloatField(null=True)
+    attempts = pw.IntegerField(default=0)  # attempts started so far
+    max_attempts = pw.IntegerField()  # retries + 1, kept for the reaper
+    owner = pw.TextField(null=True)  # consumer id while running
+    lease_until = pw.FloatField(null=True)
+    created_at = pw.FloatField()
+    started_at = pw.FloatField(null=True)
+    finished_at = pw.FloatField(null=True)
+    result = pw.BlobField(null=True)
+    error_type = pw.TextField(null=True)
+    error_message = pw.TextField(null=True)
+    traceback = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "jobs"
+
+
+class ConsumerRecord(BaseModel):
+    """A live (or lately live) consumer process, so others can tell when it is gone."""
+
+    id = pw.TextField(primary_key=True)
+    hostname = pw.TextField()
+    boot_id = pw.TextField()  # with pid_ns: the same kernel and PID namespace
+    pid_ns = pw.TextField()
+    pid = pw.IntegerField()
+    pid_start = pw.TextField()  # process start time: PIDs are reused
+    queues = pw.TextField()
+    workers = pw.IntegerField()
+    started_at = pw.FloatField()
+    heartbeat_at = pw.FloatField()
+
+    class Meta:
+        table_name = "consumers"
+
+
+class PeriodicSlot(BaseModel):
+    """The next fire time of a periodic task: firing is a compare-and-set on it."""
+
+    name = pw.TextField(primary_key=True)
+    crontab = pw.TextField()
+    next_fire = pw.FloatField()
+
+    class Meta:
+        table_name = "periodic"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Job, ConsumerRecord, PeriodicSlot)
+
+# Partial indexes that peewee's model indexes cannot spell (DESC inside a
+# partial index); each serves exactly one hot query.
+INDEXES = (
+    # claim: the best ready row, priority first, then FIFO by readiness
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, eta, seq)"
+    " WHERE state = 'queued'",
+    # promote: the next delayed or retried task whose time has come
+    "CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (eta) WHERE state = 'scheduled'",
+    # renew and reap: the few running rows
+    "CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_until) WHERE state = 'running'",
+    # purge: finished rows past their TTL
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)"
+    " WHERE finished_at IS NOT NULL",
+)
+
+
+def create_statements() -> list[str]:
+    """The DDL of schema version 1, rendered by peewee from the models above."""
+    statements = []
+    for model in MODELS:
+        schema = model._schema  # type: ignore[attr-defined]
+        nodes = [schema._create_table(safe=True), *schema._create_indexes(safe=True)]
+        for node in nodes:
+            sql, _ = _sql_only.get_sql_context().sql(node).query()  # type: ignore[no-untyped-call]
+            statements.append(sql)
+    statements.extend(INDEXES)
+    return statements

@@ -1,0 +1,110 @@
+"""Plain records that cross the store's interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+State = Literal["queued", "scheduled", "running", "done", "failed", "revoked", "expired"]
+STATES: tuple[State, ...] = (
+    "queued", "scheduled", "running", "done", "failed", "revoked", "expired",
+)
+FINISHED: frozenset[str] = frozenset({"done", "failed", "revoked", "expired"})
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A call to store: what ``enqueue`` writes."""
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    payload: str | bytes
+    eta: float
+    expires: float | None
+    max_attempts: int
+    created_at: float
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """A job a consumer now owns for one attempt."""
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    payload: str | bytes
+    attempt: int
+    max_attempts: int
+    expires: float | None
+    eta: float
+    seq: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt ended, written by ``finish``.
+
+    ``state`` is the job's next state: ``done``, ``failed`` or ``expired`` end
+    it; ``queued`` or ``scheduled`` (with ``eta``) put it back for a retry.
+    """
+
+    id: str
+    owner: str
+    attempt: int
+    state: State
+    finished_at: float
+    result: str | bytes | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    eta: float | None = None
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What a reader sees of a job (``Result`` is built on it)."""
+
+    id: str
+    name: str
+    queue: str
+    state: State
+    eta: float
+    attempts: int
+    max_attempts: int
+    result: str | bytes | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(slots=True)
+class Reaped:
+    """A running job taken back from a consumer that is gone."""
+
+    id: str
+    name: str
+    owner: str
+    attempt: int
+    state: State  # queued again, or failed when its attempts are spent
+
+
+@dataclass(slots=True)
+class ConsumerInfo:
+    """The identity a consumer registers, so others can tell whether it still lives."""
+
+    id: str
+    hostname: str
+    boot_id: str
+    pid_ns: str
+    pid: int
+    pid_start: str
+    queues: str
+    workers: int
+    started_at: float
+    heartbeat_at: float

@@ -1,0 +1,469 @@
+"""The SQLite store: every statement minique runs, each named after what it does.
+
+Writes are short ``BEGIN IMMEDIATE`` transactions (no lock upgrade can
+deadlock); reads run in autocommit and are always fetched to the end, so no
+read transaction stays open to stop WAL checkpoints. Each thread has its own
+connection, managed by peewee.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import peewee as pw
+
+from ..errors import ConfigurationError, DatabaseError, SchemaVersionError
+from .models import SCHEMA_VERSION, create_statements
+from .records import (
+    STATES,
+    ClaimedJob,
+    ConsumerInfo,
+    JobRecord,
+    NewJob,
+    Outcome,
+    Reaped,
+)
+
+Synchronous = Literal["off", "normal", "full", "extra"]
+
+# Each step upgrades the schema from version N-1 to N, in one transaction.
+# Version 1 is the first released schema: it is created from the models.
+MIGRATIONS: dict[int, list[str]] = {1: create_statements()}
+
+_ENQUEUE = (
+    "INSERT INTO jobs (id, name, queue, priority, state, payload, eta, expires, attempts,"
+    " max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
+)
+_PROMOTE_DUE = "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND eta <= ?"
+_NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
+_CLAIM = (
+    "UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, started_at = ?,"
+    " attempts = attempts + 1"
+    " WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued'{queues}"
+    " ORDER BY priority DESC, eta, seq LIMIT ?)"
+    " RETURNING id, name, queue, priority, payload, attempts, max_attempts, expires, eta, seq"
+)
+# The owner and attempt guard every finish: an attempt whose lease was taken
+# back (and perhaps given to another consumer) must not overwrite the row.
+_FINISH = (
+    "UPDATE jobs SET state = ?, eta = COALESCE(?, eta), result = ?, error_type = ?,"
+    " error_message = ?, traceback = ?, finished_at = ?, owner = NULL, lease_until = NULL"
+    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+)
+_RENEW = "UPDATE jobs SET lease_until = ? WHERE owner = ? AND state = 'running'"
+_RELEASE = (
+    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, started_at = NULL,"
+    " attempts = attempts - 1 WHERE owner = ? AND state = 'running'"
+)
+_RELEASE_ONE = _RELEASE + " AND id = ? AND attempts = ?"
+# A lost attempt counts against the task's retries, but every task gets at
+# least one more run after its consumer died: a crash is rarely the task's
+# fault, and at-least-once must hold with retries=0. A task that keeps killing
+# its consumer still ends failed.
+_REQUEUE_LOST = (
+    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL"
+    " WHERE state = 'running' AND {cond} AND attempts < MAX(max_attempts, 2)"
+    " RETURNING id, name, owner, attempts"
+)
+_FAIL_LOST = (
+    "UPDATE jobs SET state = 'failed', owner = NULL, lease_until = NULL, finished_at = ?,"
+    " error_type = 'WorkerLost', error_message = 'the consumer running attempt '"
+    " || attempts || ' died or lost its lease, and no attempts remain'"
+    " WHERE state = 'running' AND {cond} AND attempts >= MAX(max_attempts, 2)"
+    " RETURNING id, name, owner, attempts"
+)
+_REVOKE = (
+    "UPDATE jobs SET state = 'revoked', finished_at = ?, error_type = 'Revoked',"
+    " error_message = 'the call was revoked before it started'"
+    " WHERE id = ? AND state IN ('queued', 'scheduled')"
+)
+_READ = (
+    "SELECT id, name, queue, state, eta, attempts, max_attempts, result, error_type,"
+    " error_message, traceback, created_at, started_at, finished_at FROM jobs WHERE id = ?"
+)
+_STATE_OF = "SELECT state FROM jobs WHERE id = ?"
+_COUNTS = "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state"
+_PURGE = (
+    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE finished_at IS NOT NULL"
+    " AND finished_at < ? AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT ?)"
+)
+_REGISTER_CONSUMER = (
+    "INSERT OR REPLACE INTO consumers (id, hostname, boot_id, pid_ns, pid, pid_start, queues,"
+    " workers, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CONSUMER_HEARTBEAT = "UPDATE consumers SET heartbeat_at = ? WHERE id = ?"
+_UNREGISTER_CONSUMER = "DELETE FROM consumers WHERE id = ?"
+_CONSUMERS = (
+    "SELECT id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers, started_at,"
+    " heartbeat_at FROM consumers"
+)
+_OWNERS_RUNNING = "SELECT DISTINCT owner FROM jobs WHERE state = 'running'"
+
+_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A connection inherited across fork() must never be used by the child:
+    # both processes would share one SQLite handle and its locks.
+    for store in list(_stores):
+        store._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SqliteStore:
+    """Moves job rows through their states in one SQLite file.
+
+    Safe to share between threads (one connection per thread) and between
+    processes (WAL, IMMEDIATE transactions, a busy timeout).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], synchronous: Synchronous = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._check_path()
+        self._db = self._make_database()
+        self._ready = False
+        self._init_lock = threading.Lock()
+        _stores.add(self)
+
+    # -- connections and errors ------------------------------------------------
+
+    def _make_database(self) -> pw.SqliteDatabase:
+        return pw.SqliteDatabase(
+            str(self.path),
+            pragmas=[("journal_mode", "wal"), ("synchronous", self.synchronous),
+                     ("foreign_keys", 0)],
+            timeout=self.busy_timeout,
+            check_same_thread=False,
+        )
+
+    def _forget_connections(self) -> None:
+        self._db = self._make_database()
+
+    def _check_path(self) -> None:
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise ConfigurationError(
+                f"cannot open the queue database {self.path}: the folder {folder} does not "
+                "exist; create it or point Minique at a path in an existing folder"
+            )
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise ConfigurationError(
+                f"the queue database {self.path} is read-only; minique must write to it "
+                "(give this user write permission on the file and its folder)"
+            )
+        if not os.access(folder, os.W_OK):
+            raise ConfigurationError(
+                f"the folder {folder} of the queue database is read-only; SQLite needs to "
+                "create its -wal and -shm files beside the database, so make it writable"
+            )
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return DatabaseError(
+                f"the queue database {self.path} stayed locked for {self.busy_timeout:g} s: "
+                "another connection holds a long write transaction (an open sqlite3 shell, "
+                "a backup, a stuck process?); end it and try again"
+            )
+        if "readonly" in text:
+            return ConfigurationError(
+                f"cannot write to the queue database {self.path}: it is read-only ({text}); "
+                "give this user write permission on the file and its folder"
+            )
+        if "unable to open" in text:
+            return ConfigurationError(
+                f"cannot open the queue database {self.path} ({text}); check that the path "
+                "is right and its folder exists and is writable"
+            )
+        if "malformed" in text or "not a database" in text:
+            return DatabaseError(
+                f"the queue database {self.path} is damaged or is not a SQLite file ({text}); "
+                "restore it from a backup or point Minique at another path"
+            )
+        return DatabaseError(f"SQLite error on {self.path}: {text}")
+
+    def _conn(self) -> sqlite3.Connection:
+        if not self._ready:
+            self._initialize()
+        try:
+            conn: sqlite3.Connection = self._db.connection()  # type: ignore[no-untyped-call]
+        except (sqlite3.Error, pw.PeeweeException) as exc:
+            cause = exc if isinstance(exc, sqlite3.Error) else sqlite3.Error(str(exc))
+            raise self._translate(cause) from exc
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        conn = self._conn()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _initialize(self) -> None:
+        with self._init_lock:
+            if self._ready:
+                return
+            try:
+                conn = self._db.connection()  # type: ignore[no-untyped-call]
+            except (sqlite3.Error, pw.PeeweeException) as exc:
+                cause = exc if isinstance(exc, sqlite3.Error) else sqlite3.Error(str(exc))
+                raise self._translate(cause) from exc
+            try:
+                self._migrate(conn)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            self._ready = True
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the queue database {self.path} has schema version {version}, written by a "
+                f"newer minique; this one knows up to version {SCHEMA_VERSION}: upgrade minique"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        if not self._db.is_closed():
+            self._db.close()
+
+    # -- producers ---------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob], now: float) -> None:
+        """Store ``jobs`` in one transaction: ``queued``, or ``scheduled`` if their eta is later."""
+        rows = [
+            (j.id, j.name, j.queue, j.priority, "scheduled" if j.eta > now else "queued",
+             j.payload, j.eta, j.expires, j.max_attempts, j.created_at)
+            for j in jobs
+        ]
+        with self._write() as conn:
+            if len(rows) == 1:
+                conn.execute(_ENQUEUE, rows[0])
+            else:
+                conn.executemany(_ENQUEUE, rows)
+
+    def record_finished(self, job: NewJob, outcome: Outcome) -> None:
+        """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
+        with self._write() as conn:
+            conn.execute(_ENQUEUE, (job.id, job.name, job.queue, job.priority, "running",
+                                    job.payload, job.eta, job.expires, job.max_attempts,
+                                    job.created_at))
+            conn.execute(
+                "UPDATE jobs SET owner = ?, attempts = ?, started_at = ? WHERE id = ?",
+                (outcome.owner, outcome.attempt, job.created_at, job.id),
+            )
+            self._finish_in(conn, [outcome])
+
+    def revoke(self, job_id: str, now: float) -> bool:
+        """Mark a job that has not started ``revoked``; True if it will not run."""
+        with self._write() as conn:
+            if conn.execute(_REVOKE, (now, job_id)).rowcount:
+                return True
+            row = conn.execute(_STATE_OF, (job_id,)).fetchall()
+        return bool(row) and row[0][0] in ("revoked", "expired")
+
+    # -- readers -------------------------------------------------------------------
+
+    def read(self, job_id: str) -> JobRecord | None:
+        """The job's row, or None if there is none (never stored, or purged)."""
+        rows = self._read(_READ, (job_id,))
+        if not rows:
+            return None
+        return JobRecord(*rows[0])  # type: ignore[arg-type]
+
+    def counts_by_queue(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}`` with every state present, zeros included."""
+        result: dict[str, dict[str, int]] = {}
+        for queue, state, count in self._read(_COUNTS):
+            per_queue = result.setdefault(str(queue), dict.fromkeys(STATES, 0))
+            per_queue[str(state)] = int(count)  # type: ignore[call-overload]
+        return result
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file."""
+        (row,) = self._read("PRAGMA data_version")
+        version = row[0]
+        assert isinstance(version, int)
+        return version
+
+    def next_scheduled_eta(self) -> float | None:
+        """The earliest eta of a scheduled job, or None if none waits."""
+        (row,) = self._read(_NEXT_SCHEDULED)
+        return None if row[0] is None else float(row[0])  # type: ignore[arg-type]
+
+    # -- consumers ---------------------------------------------------------------
+
+    def claim(
+        self, owner: str, lease_until: float, now: float, limit: int,
+        queues: Sequence[str] | None = None, promote: bool = False,
+    ) -> list[ClaimedJob]:
+        """Take up to ``limit`` ready jobs for ``owner``, best first, in one statement.
+
+        With ``promote``, scheduled jobs whose eta has come are made ready first,
+        in the same transaction.
+        """
+        return self.exchange((), owner, lease_until, now, limit, queues, promote)[1]
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Write how attempts ended, all in one transaction.
+
+        Returns, per outcome, whether it was written: False means the attempt
+        no longer owned the job (its lease was taken back) and was ignored.
+        """
+        return self.exchange(outcomes, "", 0.0, 0.0, 0)[0]
+
+    def exchange(
+        self, outcomes: Sequence[Outcome], owner: str, lease_until: float, now: float,
+        limit: int, queues: Sequence[str] | None = None, promote: bool = False,
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """``finish`` these outcomes and ``claim`` up to ``limit`` jobs, in one transaction.
+
+        One commit for both halves is what lets a busy consumer finish and
+        claim in batches at the cost of a single (possibly fsynced) commit.
+        """
+        rows: list[tuple[object, ...]] = []
+        with self._write() as conn:
+            written = self._finish_in(conn, outcomes) if outcomes else []
+            if limit > 0:
+                if promote:
+                    conn.execute(_PROMOTE_DUE, (now,))
+                if queues:
+                    marks = ",".join("?" * len(queues))
+                    sql = _CLAIM.format(queues=f" AND queue IN ({marks})")
+                    params: tuple[object, ...] = (owner, lease_until, now, *queues, limit)
+                else:
+                    sql = _CLAIM.format(queues="")
+                    params = (owner, lease_until, now, limit)
+                rows = conn.execute(sql, params).fetchall()
+        jobs = [ClaimedJob(*row) for row in rows]  # type: ignore[arg-type]
+        # RETURNING gives no order; hand them out best first.
+        jobs.sort(key=lambda j: (-j.priority, j.eta, j.seq))
+        return written, jobs
+
+    def _finish_in(self, conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
+        written = []
+        for o in outcomes:
+            cur = conn.execute(_FINISH, (
+                o.state, o.eta, o.result, o.error_type, o.error_message, o.traceback,
+                o.finished_at if o.state in ("done", "failed", "expired") else None,
+                o.id, o.owner, o.attempt,
+            ))
+            written.append(cur.rowcount == 1)
+        return written
+
+    def renew(self, owner: str, lease_until: float) -> int:
+        """Extend the lease of every job ``owner`` runs; the number renewed."""
+        with self._write() as conn:
+            return conn.execute(_RENEW, (lease_until, owner)).rowcount
+
+    def release(self, owner: str, jobs: Sequence[tuple[str, int]] | None = None) -> int:
+        """Put back jobs ``owner`` holds (all, or these ``(id, attempt)``).
+
+        A released job has not used an attempt: it runs again as if never claimed.
+        """
+        with self._write() as conn:
+            if jobs is None:
+                return conn.execute(_RELEASE, (owner,)).rowcount
+            return sum(conn.execute(_RELEASE_ONE, (owner, job_id, attempt)).rowcount
+                       for job_id, attempt in jobs)
+
+    def reap_expired(self, now: float) -> list[Reaped]:
+        """Take back running jobs whose lease ran out: requeued, or failed if out of attempts."""
+        return self._reap("lease_until < ?", (now,), now)
+
+    def reap_owner(self, owner: str, now: float) -> list[Reaped]:
+        """Take back every running job of a consumer known to be dead."""
+        return self._reap("owner = ?", (owner,), now)
+
+    def _reap(self, cond: str, params: tuple[object, ...], now: float) -> list[Reaped]:
+        with self._write() as conn:
+            requeued = conn.execute(_REQUEUE_LOST.format(cond=cond), params).fetchall()
+            failed = conn.execute(_FAIL_LOST.format(cond=cond), (now, *params)).fetchall()
+        return ([Reaped(str(i), str(n), str(o), int(a), "queued") for i, n, o, a in requeued]
+                + [Reaped(str(i), str(n), str(o), int(a), "failed") for i, n, o, a in failed])
+
+    def purge_finished(self, before: float, batch: int = 1000) -> int:
+        """Delete finished jobs older than ``before``, a batch per transaction.
+
+        Returns the number deleted.
+        """
+        total = 0
+        while True:
+            with self._write() as conn:
+                deleted = conn.execute(_PURGE, (before, batch)).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def register_consumer(self, info: ConsumerInfo) -> None:
+        """Record a consumer's identity so that others can tell when it is gone."""
+        with self._write() as conn:
+            conn.execute(_REGISTER_CONSUMER, (
+                info.id, info.hostname, info.boot_id, info.pid_ns, info.pid, info.pid_start,
+                info.queues, info.workers, info.started_at, info.heartbeat_at,
+            ))
+
+    def consumer_heartbeat(self, consumer_id: str, now: float) -> None:
+        """Note that a consumer is alive."""
+        with self._write() as conn:
+            conn.execute(_CONSUMER_HEARTBEAT, (now, consumer_id))
+
+    def unregister_consumer(self, consumer_id: str) -> None:
+        """Forget a consumer (it stopped, or it is known dead and its jobs were reaped)."""
+        with self._write() as conn:
+            conn.execute(_UNREGISTER_CONSUMER, (consumer_id,))
+
+    def consumers(self) -> list[ConsumerInfo]:
+        """Every registered consumer."""
+        return [ConsumerInfo(*row) for row in self._read(_CONSUMERS)]  # type: ignore[arg-type]
+
+    def running_owners(self) -> set[str]:
+        """The ids of consumers that hold running jobs."""
+        return {str(row[0]) for row in self._read(_OWNERS_RUNNING)}
