@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 from uuid import uuid4
 
+from .crontab import Crontab, resolve_zone
 from .errors import ConfigurationError
 from .hooks import Attempt, TaskHook
 from .result import Result
@@ -64,6 +65,10 @@ class Minique:
         self.serializer = get_serializer(serializer)
         self.result_ttl = result_ttl
         self.tz = tz
+        try:
+            self.zone = resolve_zone(tz)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.synchronous = synchronous
         self.lease = float(lease)
         self.store = SqliteStore(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
@@ -104,8 +109,28 @@ class Minique:
             return register(fn)
         return register
 
-    def _register(self, fn: Callable[P, R], options: dict[str, Any]) -> Task[P, R]:
-        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+    def periodic_task(
+        self, schedule: Crontab, **options: Any,
+    ) -> Callable[[Callable[[], R]], Task[[], R]]:
+        """Run a function of no arguments at each time ``schedule`` matches.
+
+        Any task option may follow. The consumer's scheduler enqueues it once
+        per matching time however many consumers share the database; times
+        missed while no consumer ran are skipped.
+        """
+        if not isinstance(schedule, Crontab):
+            raise ValueError("periodic_task needs a crontab(...) schedule as first argument")
+
+        def register(func: Callable[[], R]) -> Task[[], R]:
+            return self._register(func, options, periodic=schedule)
+
+        return register
+
+    def _register(self, fn: Callable[P, R], options: dict[str, Any],
+                  periodic: Crontab | None = None) -> Task[P, R]:
+        name = options.pop("name", None)
+        if name is None:
+            name = f"{fn.__module__}.{fn.__qualname__}"
         retry_on = options.pop("retry_on", (Exception,))
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
@@ -116,7 +141,7 @@ class Minique:
                 f"two functions want the task name {name!r}: {_qualified(existing.fn)} and "
                 f"{_qualified(fn)}; give one of them name=..."
             )
-        task: Task[P, R] = Task(self, fn, task_options)
+        task: Task[P, R] = Task(self, fn, task_options, periodic)
         self.tasks[name] = task
         return task
 
@@ -229,6 +254,11 @@ class Minique:
         self.store.record_finished(job, outcome)
 
     # -- reading -----------------------------------------------------------------
+
+    @property
+    def periodic_tasks(self) -> dict[str, Task[Any, Any]]:
+        """The registered tasks that run on a crontab, by name."""
+        return {name: task for name, task in self.tasks.items() if task.periodic is not None}
 
     def result(self, id: str) -> Result[Any]:
         """A handle on the call with this id, from any process."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import logging
@@ -81,6 +82,9 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker threads (default 4)")
     parser.add_argument("-q", "--queue", action="append", dest="queues", metavar="QUEUE",
                         help="serve only this queue (repeatable; default: all queues)")
+    parser.add_argument("-k", "--worker-type", choices=("thread", "process"), default="thread",
+                        help="run each attempt in a thread (default) or in a worker process "
+                             "that is killed at the task's timeout")
     parser.add_argument("--no-periodic", action="store_true",
                         help="run no scheduler for periodic tasks")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
@@ -103,7 +107,8 @@ def consume(mq: Minique, args: argparse.Namespace) -> int:
         return 2
     try:
         consumer = mq.consumer(workers=args.workers, queues=_queues(args.queues),
-                               periodic=not args.no_periodic, grace=args.grace)
+                               periodic=not args.no_periodic, grace=args.grace,
+                               worker_type=args.worker_type)
         consumer.run()
     except MiniqueError as exc:
         print(f"minique: {exc}", file=sys.stderr)
@@ -116,10 +121,19 @@ def status(mq: Minique, as_json: bool) -> int:
     try:
         queues = mq.store.counts_by_queue()
         consumers = mq.store.consumers()
+        slots = {name: (expr, fire) for name, expr, fire in mq.store.periodic_slots()}
     except MiniqueError as exc:
         print(f"minique: {exc}", file=sys.stderr)
         return 2
     totals = mq.counts()
+    periodic = []
+    for name, task in sorted(mq.periodic_tasks.items()):
+        assert task.periodic is not None
+        stored = slots.get(name)
+        next_fire = None
+        if stored is not None and stored[0] == task.periodic.expr:
+            next_fire = dt.datetime.fromtimestamp(stored[1], mq.zone).isoformat()
+        periodic.append({"name": name, "crontab": task.periodic.expr, "next_fire": next_fire})
     if as_json:
         print(json.dumps({
             "database": str(mq.path.resolve()),
@@ -128,6 +142,7 @@ def status(mq: Minique, as_json: bool) -> int:
             "consumers": [{"id": c.id, "hostname": c.hostname, "pid": c.pid,
                            "queues": c.queues, "workers": c.workers,
                            "heartbeat_at": c.heartbeat_at} for c in consumers],
+            "periodic": periodic,
         }, indent=2, sort_keys=True))
         return 0
     print(f"database: {mq.path.resolve()}")
@@ -137,6 +152,11 @@ def status(mq: Minique, as_json: bool) -> int:
         print("  ".join([f"{name:<{width}}", *(f"{queues[name][s]:>9}" for s in STATES)]))
     if len(queues) != 1:
         print("  ".join([f"{'(all)':<{width}}", *(f"{totals[s]:>9}" for s in STATES)]))
+    if periodic:
+        print(f"periodic tasks: {len(periodic)}")
+        for p in periodic:
+            when = p["next_fire"] or "when a consumer starts"
+            print(f"  {p['name']}  {p['crontab']}  next: {when}")
     print(f"consumers: {len(consumers)}")
     for c in consumers:
         print(f"  {c.id[:8]}  pid {c.pid} on {c.hostname}  queues {c.queues}  "

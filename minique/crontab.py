@@ -1,22 +1,37 @@
-"""``crontab``: when a periodic task fires, on top of croniter."""
+"""``crontab``: when a periodic task fires, on top of croniter, read in a time zone."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 _FIELDS = ("minute", "hour", "day", "month", "day_of_week", "second")
-_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 class Crontab:
-    """A parsed cron expression; ``next(after)`` gives the next fire time after a datetime."""
+    """A validated cron expression; ``next(after)`` gives the next fire time after a datetime."""
 
-    __slots__ = ("expr",)
+    __slots__ = ("_hour_restricted", "expr", "fields")
 
     def __init__(self, expr: str) -> None:
         self.expr = expr
+        self.fields = _ALIASES.get(expr.lower(), expr)
+        # Cron fires an hour-restricted job once when the clock falls back and
+        # repeats that hour; a job for every hour fires in both real hours.
+        self._hour_restricted = self.fields.split(" ")[1] != "*"
 
     def __repr__(self) -> str:
         return f"crontab({self.expr!r})"
@@ -34,10 +49,23 @@ class Crontab:
         that zone; a naive one is local time and so is the result.
         """
         if after.tzinfo is None:
-            local = after.astimezone()  # naive means local time, as cron reads it
-            return self.next(local).replace(tzinfo=None)
-        found: dt.datetime = croniter(self.expr, after, day_or=True).get_next(dt.datetime)
+            local = after.replace(tzinfo=local_zone())
+            return self.next(local).replace(tzinfo=None, fold=0)
+        found: dt.datetime = croniter(self.fields, after, day_or=True).get_next(dt.datetime)
+        while self._hour_restricted and _second_occurrence(found):
+            found = croniter(self.fields, found, day_or=True).get_next(dt.datetime)
         return found
+
+    def next_timestamp(self, after: float, zone: dt.tzinfo) -> float:
+        """``next`` in epoch seconds, reading the crontab in ``zone``."""
+        return self.next(dt.datetime.fromtimestamp(after, zone)).timestamp()
+
+
+def _second_occurrence(moment: dt.datetime) -> bool:
+    """True for the later of two instants that share a wall-clock time (clocks fell back)."""
+    first = moment.replace(fold=0).utcoffset()
+    second = moment.replace(fold=1).utcoffset()
+    return first != second and moment.utcoffset() == second and moment.fold == 1
 
 
 def crontab(
@@ -84,3 +112,39 @@ def _validate(expr: str) -> None:
             raise ValueError(
                 f"invalid crontab {expr!r}: the {_FIELDS[index]} field {value!r} is not valid")
     raise ValueError(f"invalid crontab {expr!r}: the fields do not make a valid schedule")
+
+
+def resolve_zone(name: str | None) -> dt.tzinfo:
+    """The zone called ``name``, or the machine's local zone for None; ``ValueError`` if unknown."""
+    if name is None:
+        return local_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}: give an IANA name such as 'Europe/Berlin' or 'UTC' "
+            "(on Windows, pip install tzdata)") from exc
+
+
+def local_zone() -> dt.tzinfo:
+    """The machine's local zone as an IANA zone when it can be found, so DST rules apply.
+
+    Read from $TZ, then /etc/localtime; falls back to the current fixed UTC offset.
+    """
+    candidates = []
+    tz_env = os.environ.get("TZ", "").lstrip(":")
+    if tz_env:
+        candidates.append(tz_env)
+    try:
+        target = str(Path("/etc/localtime").resolve())
+    except OSError:
+        target = ""
+    if "zoneinfo/" in target:
+        candidates.append(target.split("zoneinfo/", 1)[1])
+    for name in candidates:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    fixed = dt.datetime.now().astimezone().tzinfo
+    return fixed if fixed is not None else dt.UTC

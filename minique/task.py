@@ -12,6 +12,7 @@ from .result import Result
 
 if TYPE_CHECKING:
     from .app import Minique
+    from .crontab import Crontab
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,10 +86,12 @@ def to_deadline(when: Expires | None, base: float) -> float | None:
 class Task(Generic[P, R]):
     """A function registered with a queue: call it to enqueue, ``call_local`` to run it here."""
 
-    def __init__(self, mq: Minique, fn: Callable[P, R], options: TaskOptions) -> None:
+    def __init__(self, mq: Minique, fn: Callable[P, R], options: TaskOptions,
+                 periodic: Crontab | None = None) -> None:
         self.mq = mq
         self.fn = fn
         self.options = options
+        self.periodic = periodic  # fired by the consumer's scheduler when set
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 

@@ -16,16 +16,20 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
 from ..errors import MiniqueError
 from ..store import ClaimedJob, ConsumerInfo
+from ..task import TaskOptions
 from ..wakeup import Listener
-from .execution import Ran, execute
+from .execution import Ran, execute, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
+from .periodic import PeriodicScheduler
+from .processes import ProcessRunner
 
 if TYPE_CHECKING:
     from ..app import Minique
@@ -40,6 +44,19 @@ BUFFER_PER_WORKER = 4
 MIN_BUFFER = 16
 
 
+WorkerType = Literal["thread", "process"]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """A thread worker's attempt that has a timeout."""
+
+    job: ClaimedJob
+    options: TaskOptions
+    timeout: float
+    deadline: float  # time.monotonic()
+
+
 class Consumer:
     """Runs the tasks of one ``Minique`` in worker threads.
 
@@ -51,9 +68,13 @@ class Consumer:
     def __init__(
         self, mq: Minique, workers: int = 4, queues: Sequence[str] | None = None,
         periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.1,
+        worker_type: WorkerType = "thread",
     ) -> None:
         if workers < 1:
             raise ValueError("a consumer needs at least one worker")
+        if worker_type not in ("thread", "process"):
+            raise ValueError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
+        self.worker_type = worker_type
         self.mq = mq
         self.id = uuid4().hex
         self.workers = workers
@@ -73,9 +94,11 @@ class Consumer:
         self._avg_duration: float | None = None
         self._next_eta: float | None = None
         self._threads: list[threading.Thread] = []
+        self._watched: dict[str, _Watch] = {}
         self._dispatcher: threading.Thread | None = None
         self._listener: Listener | None = None
         self._housekeeper: Housekeeper | None = None
+        self._scheduler: PeriodicScheduler | None = None
         self._started = False
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
@@ -110,24 +133,31 @@ class Consumer:
         if self._listener.open():
             threading.Thread(target=self._listen, name="minique-listener", daemon=True).start()
         self.mq._local_wakers.append(self.wake)
-        for n in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"minique-worker-{n + 1}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.workers):
+            self._start_worker()
         self._dispatcher = threading.Thread(target=self._dispatch, name="minique-dispatcher",
                                             daemon=True)
         self._dispatcher.start()
         self._housekeeper.start()
+        if self.periodic and self.mq.periodic_tasks:
+            self._scheduler = PeriodicScheduler(self)
+            self._scheduler.start()
         self._log_banner()
 
     def _log_banner(self) -> None:
         queues = ", ".join(self.queues) if self.queues else "all"
         log.info("minique consumer %s started on %s", self.id[:8], self.mq.path.resolve())
-        log.info("  queues: %s; workers: %d threads; periodic: %s; lease: %g s",
-                 queues, self.workers, "on" if self.periodic else "off", self.mq.lease)
+        kind = "threads" if self.worker_type == "thread" else "processes"
+        log.info("  queues: %s; workers: %d %s; periodic: %s; lease: %g s", queues,
+                 self.workers, kind, "on" if self.periodic else "off", self.mq.lease)
         names = sorted(self.mq.tasks)
         log.info("  %d tasks: %s", len(names), ", ".join(names) or "(none registered)")
+        if self._scheduler is not None:
+            for name, task in sorted(self._scheduler.tasks.items()):
+                assert task.periodic is not None
+                log.info("  periodic: %s on %s, next at %s", name, task.periodic.expr,
+                         time.strftime("%Y-%m-%d %H:%M:%S",
+                                       time.localtime(self._scheduler.slots[name])))
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop claiming, let running tasks finish for up to ``timeout`` seconds, put back the rest.
@@ -138,6 +168,8 @@ class Consumer:
         """
         if not self._started or self._stopped.is_set():
             return
+        if self._scheduler is not None:
+            self._scheduler.stop()  # enqueue nothing more while we drain
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -235,15 +267,58 @@ class Consumer:
 
     # -- workers -----------------------------------------------------------------------
 
+    def _start_worker(self) -> None:
+        thread = threading.Thread(target=self._work, daemon=True,
+                                  name=f"minique-worker-{len(self._threads) + 1}")
+        self._threads.append(thread)
+        thread.start()
+
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            ran = execute(self.mq, job, self.id)
-            with self._cond:
-                self._ran.append(ran)
-                self._cond.notify()
+        runner = ProcessRunner(self.mq) if self.worker_type == "process" else None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                task = self.mq.tasks.get(job.name)
+                timeout = None if task is None else task.options.timeout
+                if runner is not None:
+                    ran = runner.run(job, self.id, timeout)
+                elif timeout is None or task is None:
+                    ran = execute(self.mq, job, self.id)
+                else:
+                    with self._cond:
+                        self._watched[job.id] = _Watch(job, task.options, timeout,
+                                                       time.monotonic() + timeout)
+                        self._cond.notify()
+                    ran = execute(self.mq, job, self.id)
+                    with self._cond:
+                        if self._watched.pop(job.id, None) is None:
+                            # The dispatcher gave up on this attempt at its timeout,
+                            # recorded it, and started a worker in this one's place.
+                            log.warning("%s[%s] ended %.1f s after its timeout; its outcome is "
+                                        "ignored", job.name, job.id, ran.duration - timeout)
+                            return
+                with self._cond:
+                    self._ran.append(ran)
+                    self._cond.notify()
+        finally:
+            if runner is not None:
+                runner.close()
+
+    def _take_timed_out(self) -> list[Ran]:
+        # Called with self._cond held. A thread cannot be killed: record the
+        # timeout now, keep the worker count by starting a replacement, and let
+        # the stuck thread's eventual outcome be dropped (see _work).
+        now = time.monotonic()
+        expired = [w for w in self._watched.values() if w.deadline <= now]
+        for watch in expired:
+            del self._watched[watch.job.id]
+            log.error("%s[%s] passed its timeout of %g s; a new worker thread takes its place "
+                      "(the old one cannot be stopped)", watch.job.name, watch.job.id,
+                      watch.timeout)
+            self._start_worker()
+        return [timed_out(w.job, self.id, w.options, w.timeout) for w in expired]
 
     # -- dispatcher ----------------------------------------------------------------------
 
@@ -267,6 +342,8 @@ class Consumer:
                 self._release_buffered()
             with self._cond:
                 ran, self._ran = self._ran, []
+                if self._watched:
+                    ran.extend(self._take_timed_out())
                 leave = self._abandon or (self._stopping and self._inflight == len(ran))
                 limit = 0 if self._stopping else self._capacity()
                 hint = self._hint
@@ -326,6 +403,8 @@ class Consumer:
     def _should_wake(self) -> bool:
         if self._ran or self._abandon:
             return True
+        if self._watched and min(w.deadline for w in self._watched.values()) <= time.monotonic():
+            return True
         if self._stopping:
             return self._inflight == 0
         return self._hint and self._capacity() > 0
@@ -334,6 +413,9 @@ class Consumer:
         wait = self.poll_interval
         if self._next_eta is not None:
             wait = min(wait, max(self._next_eta - time.time(), 0.0))
+        if self._watched:
+            deadline = min(w.deadline for w in self._watched.values())
+            wait = min(wait, max(deadline - time.monotonic(), 0.0))
         return wait
 
     def _release_buffered(self) -> None:

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import Retry, SerializationError
+from ..errors import Retry, SerializationError, TaskTimeout
 from ..hooks import Attempt
 from ..store import ClaimedJob, Outcome
 from ..task import TaskOptions
@@ -73,7 +73,7 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
             value = task.fn(*args, **kwargs)
     except BaseException as exc:  # a task's SystemExit must not end the worker
         duration = time.perf_counter() - start
-        return _after_error(job, owner, task.options, exc, traceback.format_exc(), duration)
+        return after_error(job, owner, task.options, exc, traceback.format_exc(), duration)
     duration = time.perf_counter() - start
     try:
         stored = mq.serializer.dumps(value)
@@ -85,11 +85,18 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
                f"{job.name}[{job.id}] done in {_fmt_seconds(duration)}", duration)
 
 
-def _after_error(job: ClaimedJob, owner: str, options: TaskOptions, exc: BaseException,
-                 tb: str, duration: float) -> Ran:
+def timed_out(job: ClaimedJob, owner: str, options: TaskOptions, timeout: float) -> Ran:
+    """The outcome of an attempt that ran past its timeout: retried if retries remain."""
+    error = TaskTimeout(f"the attempt ran longer than its timeout of {timeout:g} s")
+    return after_error(job, owner, options, error, "", timeout)
+
+
+def after_error(job: ClaimedJob, owner: str, options: TaskOptions, exc: BaseException,
+                tb: str, duration: float) -> Ran:
+    """The outcome of an attempt that raised ``exc``: a retry if allowed, else failed."""
     error_type = type(exc).__name__
     message = str(exc)
-    retryable = isinstance(exc, (Retry, *options.retry_on))
+    retryable = isinstance(exc, (Retry, TaskTimeout, *options.retry_on))
     if not retryable or job.attempt >= job.max_attempts:
         ran = _failed(job, owner, error_type, message, tb, duration)
         if retryable and job.max_attempts > 1:

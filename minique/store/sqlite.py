@@ -104,7 +104,19 @@ _CONSUMERS = (
     "SELECT id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers, started_at,"
     " heartbeat_at FROM consumers"
 )
+_PERIODIC_ADD = "INSERT OR IGNORE INTO periodic (name, crontab, next_fire) VALUES (?, ?, ?)"
+_PERIODIC_RESET = "UPDATE periodic SET crontab = ?, next_fire = ? WHERE name = ? AND crontab != ?"
+_PERIODIC_SLOT = "SELECT crontab, next_fire FROM periodic WHERE name = ?"
+_PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
+# Firing is a compare-and-set on the stored slot: of all the consumers that
+# saw the slot come due, exactly one moves it on and enqueues the job.
+_PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = ? WHERE name = ? AND next_fire = ?"
 _OWNERS_RUNNING = "SELECT DISTINCT owner FROM jobs WHERE state = 'running'"
+
+def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
+    return (job.id, job.name, job.queue, job.priority, state, job.payload, job.eta, job.expires,
+            job.max_attempts, job.created_at)
+
 
 _stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
 
@@ -153,6 +165,7 @@ class SqliteStore:
 
     def _forget_connections(self) -> None:
         self._db = self._make_database()
+        self._init_lock = threading.Lock()  # another thread may have held it at fork
 
     def _check_path(self) -> None:
         folder = self.path.parent
@@ -278,11 +291,7 @@ class SqliteStore:
 
     def enqueue(self, jobs: Sequence[NewJob], now: float) -> None:
         """Store ``jobs`` in one transaction: ``queued``, or ``scheduled`` if their eta is later."""
-        rows = [
-            (j.id, j.name, j.queue, j.priority, "scheduled" if j.eta > now else "queued",
-             j.payload, j.eta, j.expires, j.max_attempts, j.created_at)
-            for j in jobs
-        ]
+        rows = [_job_row(j, "scheduled" if j.eta > now else "queued") for j in jobs]
         with self._write() as conn:
             if len(rows) == 1:
                 conn.execute(_ENQUEUE, rows[0])
@@ -292,9 +301,7 @@ class SqliteStore:
     def record_finished(self, job: NewJob, outcome: Outcome) -> None:
         """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
         with self._write() as conn:
-            conn.execute(_ENQUEUE, (job.id, job.name, job.queue, job.priority, "running",
-                                    job.payload, job.eta, job.expires, job.max_attempts,
-                                    job.created_at))
+            conn.execute(_ENQUEUE, _job_row(job, "running"))
             conn.execute(
                 "UPDATE jobs SET owner = ?, attempts = ?, started_at = ? WHERE id = ?",
                 (outcome.owner, outcome.attempt, job.created_at, job.id),
@@ -463,6 +470,41 @@ class SqliteStore:
     def consumers(self) -> list[ConsumerInfo]:
         """Every registered consumer."""
         return [ConsumerInfo(*row) for row in self._read(_CONSUMERS)]  # type: ignore[arg-type]
+
+    # -- periodic tasks --------------------------------------------------------------
+
+    def sync_periodic(self, name: str, crontab: str, first_fire: float) -> float:
+        """Make sure ``name`` has a slot for this crontab; its stored next fire time.
+
+        A new task (or one whose crontab changed) starts at ``first_fire``;
+        an existing slot is kept, so restarts never fire a slot twice.
+        """
+        with self._write() as conn:
+            conn.execute(_PERIODIC_ADD, (name, crontab, first_fire))
+            conn.execute(_PERIODIC_RESET, (crontab, first_fire, name, crontab))
+            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+        return float(row[0][1])
+
+    def fire_periodic(self, name: str, slot: float, next_fire: float,
+                      job: NewJob | None, now: float) -> float:
+        """Move ``name`` from ``slot`` to ``next_fire`` and, if given, enqueue ``job``, atomically.
+
+        Returns the slot now stored: ``next_fire`` if this call won the
+        compare-and-set (and the job was enqueued), otherwise whatever another
+        consumer stored (and nothing was enqueued).
+        """
+        with self._write() as conn:
+            if conn.execute(_PERIODIC_ADVANCE, (next_fire, name, slot)).rowcount == 1:
+                if job is not None:
+                    state = "scheduled" if job.eta > now else "queued"
+                    conn.execute(_ENQUEUE, _job_row(job, state))
+                return next_fire
+            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+        return float(row[0][1]) if row else next_fire
+
+    def periodic_slots(self) -> list[tuple[str, str, float]]:
+        """``(name, crontab, next_fire)`` of every stored periodic slot."""
+        return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]  # type: ignore[arg-type]
 
     def running_owners(self) -> set[str]:
         """The ids of consumers that hold running jobs."""

@@ -1,0 +1,160 @@
+"""Process workers (``-k process``): each attempt runs in a child process that can be killed.
+
+A Python thread cannot be stopped from outside, so a thread worker can only
+stop waiting for a task past its timeout. With process workers each worker
+thread owns one child process; the attempt runs there, and past its timeout
+the child is killed (SIGKILL) and a fresh one started. Children are started
+as fresh interpreters that import the modules defining the tasks, so nothing
+of the consumer's threads or database connections leaks into them (and tasks
+must live in importable modules, not in a ``__main__`` script).
+The cost is a start-up per child (and per kill), and a pickled round trip of
+the job and its outcome per attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from importlib import import_module
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from ..store import ClaimedJob
+from .execution import Ran, after_error, execute, timed_out
+
+if TYPE_CHECKING:
+    from ..app import Minique
+
+log = logging.getLogger("minique")
+
+START_TIMEOUT = 60.0
+_CHILD = "from minique.consumer.processes import child_main; child_main()"
+
+
+class WorkerCrashed(Exception):  # noqa: N818 - the name users see as error_type
+    """The worker process running an attempt died before it reported back."""
+
+
+def _find_queue(modules: list[str], path: str, names: list[str]) -> Minique:
+    from ..app import Minique
+
+    for name in modules:
+        import_module(name)
+    for module in list(sys.modules.values()):
+        for value in list(vars(module).values()) if module is not None else ():
+            if isinstance(value, Minique) and str(value.path) == path \
+                    and all(n in value.tasks for n in names):
+                return value
+    raise RuntimeError(f"no Minique for {path} defining {names} found after importing {modules}")
+
+
+def child_main() -> None:
+    """Entry point of a worker process: run the jobs the parent sends until it goes away."""
+    read_fd, write_fd, config = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
+    requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    try:
+        mq = _find_queue(config["modules"], config["path"], config["names"])
+    except BaseException as exc:
+        replies.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    replies.send(("ready", ""))
+    while True:
+        try:
+            job, owner = requests.recv()
+        except (EOFError, OSError):
+            return  # the consumer is gone
+        replies.send(execute(mq, job, owner))
+
+
+class ProcessRunner:
+    """One child process that runs attempts for one worker thread."""
+
+    def __init__(self, mq: Minique) -> None:
+        self.mq = mq
+        self._modules = sorted({task.fn.__module__ for task in mq.tasks.values()
+                                if task.fn.__module__ != "__main__"})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._requests: Connection | None = None
+        self._replies: Connection | None = None
+
+    def _start(self) -> None:
+        child_reads, parent_writes = os.pipe()
+        parent_reads, child_writes = os.pipe()
+        config = json.dumps({"modules": self._modules, "path": str(self.mq.path),
+                             "names": sorted(self.mq.tasks), "sys_path": sys.path})
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(child_reads), str(child_writes), config],
+                pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(child_reads)
+            os.close(child_writes)
+        self._requests = Connection(parent_writes, readable=False)
+        self._replies = Connection(parent_reads, writable=False)
+        # Wait for the child to import the tasks before any timeout starts counting.
+        try:
+            state, detail = self._replies.recv() if self._replies.poll(START_TIMEOUT) \
+                else ("failed", f"it did not start within {START_TIMEOUT:g} s")
+        except (EOFError, OSError):
+            state, detail = "failed", f"it exited ({self._exit_code()})"
+        if state != "ready":
+            self._kill()
+            raise WorkerCrashed(f"a worker process could not start: {detail}")
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(5)
+        for conn in (self._requests, self._replies):
+            if conn is not None:
+                conn.close()
+        self._process = self._requests = self._replies = None
+
+    def run(self, job: ClaimedJob, owner: str, timeout: float | None) -> Ran:
+        """Run one attempt in the child; kill it if ``timeout`` passes first."""
+        task = self.mq.tasks.get(job.name)
+        if task is None:
+            return execute(self.mq, job, owner)  # fails it as unknown, without a child
+        if self._process is None or self._process.poll() is not None:
+            self._kill()
+            try:
+                self._start()
+            except WorkerCrashed as exc:
+                return after_error(job, owner, task.options, exc, "", 0.0)
+        assert self._requests is not None and self._replies is not None
+        start = time.monotonic()
+        try:
+            self._requests.send((job, owner))
+            if self._replies.poll(timeout):
+                ran: Ran = self._replies.recv()
+                return ran
+        except (EOFError, OSError):
+            code = self._exit_code()
+            self._kill()
+            return after_error(job, owner, task.options, WorkerCrashed(
+                f"the worker process running the task died ({code})"), "",
+                time.monotonic() - start)
+        self._kill()
+        assert timeout is not None
+        return timed_out(job, owner, task.options, timeout)
+
+    def _exit_code(self) -> str:
+        if self._process is None:
+            return "no process"
+        try:
+            code = self._process.wait(1)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            return "it closed its pipe"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def close(self) -> None:
+        """Stop the child process."""
+        self._kill()
+
