@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
-from uuid import uuid4
 
 from .crontab import Crontab, resolve_zone
 from .errors import ConfigurationError
 from .hooks import Attempt, TaskHook
+from .ids import new_id
 from .result import Result
 from .serializers import get_serializer
 from .store import STATES, NewJob, Outcome, SqliteStore, Synchronous
@@ -182,7 +182,7 @@ class Minique:
         eta: float, priority: int | None,
     ) -> NewJob:
         return NewJob(
-            id=uuid4().hex,
+            id=new_id(),
             name=task.options.name,
             queue=task.options.queue,
             priority=task.options.priority if priority is None else priority,

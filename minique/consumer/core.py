@@ -95,6 +95,7 @@ class Consumer:
         self._next_eta: float | None = None
         self._threads: list[threading.Thread] = []
         self._watched: dict[str, _Watch] = {}
+        self._runners: list[ProcessRunner] = []
         self._dispatcher: threading.Thread | None = None
         self._listener: Listener | None = None
         self._housekeeper: Housekeeper | None = None
@@ -194,6 +195,8 @@ class Consumer:
             self._housekeeper.stop()
         for _ in self._threads:
             self._jobs.put(None)
+        for runner in self._runners:
+            runner.close()  # a task still running there past the grace is killed
         if self._listener is not None:
             self._listener.close()
         try:
@@ -274,7 +277,11 @@ class Consumer:
         thread.start()
 
     def _work(self) -> None:
-        runner = ProcessRunner(self.mq) if self.worker_type == "process" else None
+        runner = None
+        if self.worker_type == "process":
+            runner = ProcessRunner(self.mq)
+            with self._cond:
+                self._runners.append(runner)
         try:
             while True:
                 job = self._jobs.get()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("minique")
 
 DEAD_CHECK_EVERY = 1.0
+CHECKPOINT_EVERY = 0.5
 PURGE_EVERY = 60.0
 
 
@@ -46,10 +47,13 @@ class Housekeeper:
             self._thread.join(5.0)
 
     def _loop(self) -> None:
-        next_renew = next_check = next_purge = time.monotonic()
+        next_renew = next_check = next_purge = next_checkpoint = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
             try:
+                if now >= next_checkpoint:
+                    self.mq.store.checkpoint()
+                    next_checkpoint = now + CHECKPOINT_EVERY
                 if now >= next_renew:
                     self.renew()
                     next_renew = now + self.renew_every
@@ -62,7 +66,7 @@ class Housekeeper:
                     next_purge = now + PURGE_EVERY
             except MiniqueError as exc:
                 log.error("housekeeping failed, will try again: %s", exc)
-            wait = min(next_renew, next_check, next_purge) - time.monotonic()
+            wait = min(next_renew, next_check, next_purge, next_checkpoint) - time.monotonic()
             self._stop.wait(max(wait, 0.01))
 
     def renew(self) -> None:

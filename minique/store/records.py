@@ -81,6 +81,7 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    expires: float | None
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,13 @@ from .records import (
 )
 
 Synchronous = Literal["off", "normal", "full", "extra"]
+
+# A checkpoint copies the WAL into the database and, unless synchronous=off,
+# fsyncs both: far too slow for the commit that happens to trigger it. Running
+# consumers checkpoint from their scheduler thread (see ``checkpoint``); this
+# automatic one is only the safety net that bounds the WAL (~40 MB) when no
+# consumer runs.
+AUTOCHECKPOINT_PAGES = 10_000
 
 # Each step upgrades the schema from version N-1 to N, in one transaction.
 # Version 1 is the first released schema: it is created from the models.
@@ -86,7 +94,8 @@ _REVOKE = (
 )
 _READ = (
     "SELECT id, name, queue, state, eta, attempts, max_attempts, result, error_type,"
-    " error_message, traceback, created_at, started_at, finished_at FROM jobs WHERE id = ?"
+    " error_message, traceback, created_at, started_at, finished_at, expires"
+    " FROM jobs WHERE id = ?"
 )
 _STATE_OF = "SELECT state FROM jobs WHERE id = ?"
 _COUNTS = "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state"
@@ -158,7 +167,7 @@ class SqliteStore:
         return pw.SqliteDatabase(
             str(self.path),
             pragmas=[("journal_mode", "wal"), ("synchronous", self.synchronous),
-                     ("foreign_keys", 0)],
+                     ("foreign_keys", 0), ("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)],
             timeout=self.busy_timeout,
             check_same_thread=False,
         )
@@ -323,7 +332,15 @@ class SqliteStore:
         rows = self._read(_READ, (job_id,))
         if not rows:
             return None
-        return JobRecord(*rows[0])  # type: ignore[arg-type]
+        record = JobRecord(*rows[0])  # type: ignore[arg-type]
+        if record.state in ("queued", "scheduled") and record.expires is not None \
+                and record.expires <= time.time():
+            # Past its deadline it will never run: say so now, even if no
+            # consumer has reached it yet to write the state down.
+            record.state = "expired"
+            record.error_type = "Expired"
+            record.error_message = "the call was not started before it expired"
+        return record
 
     def counts_by_queue(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}`` with every state present, zeros included."""
@@ -332,6 +349,14 @@ class SqliteStore:
             per_queue = result.setdefault(str(queue), dict.fromkeys(STATES, 0))
             per_queue[str(state)] = int(count)  # type: ignore[call-overload]
         return result
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file without blocking anyone.
+
+        Consumers call it often, off the hot path, so that producers' commits
+        never pay for a checkpoint and the WAL stays small.
+        """
+        self._read("PRAGMA wal_checkpoint(PASSIVE)")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the file."""
