@@ -98,7 +98,11 @@ _READ = (
     " FROM jobs WHERE id = ?"
 )
 _STATE_OF = "SELECT state FROM jobs WHERE id = ?"
-_COUNTS = "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state"
+# A call past its deadline reads as expired before a consumer writes it down.
+_COUNTS = (
+    "SELECT queue, CASE WHEN state IN ('queued', 'scheduled') AND expires <= ?"
+    " THEN 'expired' ELSE state END AS status, COUNT(*) FROM jobs GROUP BY queue, status"
+)
 _PURGE = (
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE finished_at IS NOT NULL"
     " AND finished_at < ? AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT ?)"
@@ -345,7 +349,7 @@ class SqliteStore:
     def counts_by_queue(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}`` with every state present, zeros included."""
         result: dict[str, dict[str, int]] = {}
-        for queue, state, count in self._read(_COUNTS):
+        for queue, state, count in self._read(_COUNTS, (time.time(),)):
             per_queue = result.setdefault(str(queue), dict.fromkeys(STATES, 0))
             per_queue[str(state)] = int(count)  # type: ignore[call-overload]
         return result
