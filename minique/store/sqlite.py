@@ -87,6 +87,7 @@ _FAIL_LOST = (
     " WHERE state = 'running' AND {cond} AND attempts >= MAX(max_attempts, 2)"
     " RETURNING id, name, owner, attempts"
 )
+_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND lease_until < ? LIMIT 1"
 _REVOKE = (
     "UPDATE jobs SET state = 'revoked', finished_at = ?, error_type = 'Revoked',"
     " error_message = 'the call was revoked before it started'"
@@ -452,6 +453,10 @@ class SqliteStore:
 
     def reap_expired(self, now: float) -> list[Reaped]:
         """Take back running jobs whose lease ran out: requeued, or failed if out of attempts."""
+        # Looked for first without the write lock: almost always there is
+        # nothing to reap, and producers should not wait for us to find that out.
+        if not self._read(_ANY_EXPIRED, (now,)):
+            return []
         return self._reap("lease_until < ?", (now,), now)
 
     def reap_owner(self, owner: str, now: float) -> list[Reaped]:
