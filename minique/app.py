@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .crontab import Crontab, resolve_zone
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Retry
 from .hooks import Attempt, TaskHook
 from .ids import new_id
 from .result import Result
@@ -28,6 +28,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+_TASK_OPTIONS = frozenset({
+    "name", "queue", "priority", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
+    "retry_jitter", "retry_on", "timeout", "expires",
+})
 
 
 class Minique:
@@ -128,6 +132,12 @@ class Minique:
 
     def _register(self, fn: Callable[P, R], options: dict[str, Any],
                   periodic: Crontab | None = None) -> Task[P, R]:
+        unknown = set(options) - _TASK_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unknown task option(s) {', '.join(sorted(unknown))} for "
+                f"{fn.__module__}.{fn.__qualname__}; the options are: "
+                f"{', '.join(sorted(_TASK_OPTIONS))}")
         name = options.pop("name", None)
         if name is None:
             name = f"{fn.__module__}.{fn.__qualname__}"
@@ -237,20 +247,26 @@ class Minique:
         self, task: Task[Any, Any], job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any],
     ) -> None:
         # Immediate mode runs through the same hooks and stores the same row
-        # as a consumer would, so Result behaves the same in tests.
-        attempt = Attempt(id=job.id, task=task, number=1, max_attempts=job.max_attempts,
-                          queue=job.queue)
-        now = time.time()
-        try:
-            with self.run_hooks(attempt):
-                value = task.fn(*args, **kwargs)
-            outcome = Outcome(job.id, "immediate", 1, "done", time.time(),
-                              result=self.serializer.dumps(value))
-        except Exception as exc:
-            outcome = Outcome(job.id, "immediate", 1, "failed", time.time(),
-                              error_type=type(exc).__name__, error_message=str(exc),
-                              traceback=traceback.format_exc())
-        job.created_at = now
+        # as a consumer would, so Result behaves the same in tests. Retries
+        # happen at once: waiting out a backoff in the caller helps no test.
+        number = 0
+        while True:
+            number += 1
+            attempt = Attempt(id=job.id, task=task, number=number,
+                              max_attempts=job.max_attempts, queue=job.queue)
+            try:
+                with self.run_hooks(attempt):
+                    value = task.fn(*args, **kwargs)
+                outcome = Outcome(job.id, "immediate", number, "done", time.time(),
+                                  result=self.serializer.dumps(value))
+            except Exception as exc:
+                retryable = isinstance(exc, (Retry, *task.options.retry_on))
+                if retryable and number < job.max_attempts:
+                    continue
+                outcome = Outcome(job.id, "immediate", number, "failed", time.time(),
+                                  error_type=type(exc).__name__, error_message=str(exc),
+                                  traceback=traceback.format_exc())
+            break
         self.store.record_finished(job, outcome)
 
     # -- reading -----------------------------------------------------------------

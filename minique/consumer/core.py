@@ -387,6 +387,7 @@ class Consumer:
 
     def _after_exchange(self, ran: list[Ran], written: list[bool], claimed: list[ClaimedJob],
                         limit: int) -> None:
+        requeued = False
         for r, ok in zip(ran, written, strict=True):
             if ok:
                 log.log(r.level, r.message)
@@ -394,7 +395,9 @@ class Consumer:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
             eta = r.outcome.eta
-            if r.outcome.state == "scheduled" and eta is not None:
+            if r.outcome.state == "queued":
+                requeued = True  # a retry without a wait: ready now
+            elif r.outcome.state == "scheduled" and eta is not None:
                 self._next_eta = eta if self._next_eta is None else min(self._next_eta, eta)
             self._avg_duration = r.duration if self._avg_duration is None \
                 else 0.8 * self._avg_duration + 0.2 * r.duration
@@ -402,7 +405,7 @@ class Consumer:
             self._jobs.put(job)
         with self._cond:
             self._inflight += len(claimed) - len(ran)
-            if limit and len(claimed) == limit:
+            if requeued or (limit and len(claimed) == limit):
                 self._hint = True  # there may be more where these came from
         if limit and len(claimed) < limit:
             self._next_eta = self.mq.store.next_scheduled_eta()

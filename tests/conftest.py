@@ -1,0 +1,143 @@
+"""Shared fixtures: a real queue file per test, consumers that always stop, owned subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from minique import Minique
+from minique.consumer import Consumer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005,
+             what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "queue.db"
+
+
+@pytest.fixture
+def mq(db_path: Path) -> Minique:
+    """A queue on a fresh SQLite file in tmp_path."""
+    return Minique(db_path)
+
+
+@pytest.fixture
+def start_consumer() -> Iterator[Callable[..., Consumer]]:
+    """Start consumers of a queue in this process; every one is stopped at the end of the test."""
+    started: list[Consumer] = []
+
+    def start(queue: Minique, **options: object) -> Consumer:
+        consumer = queue.consumer(**options)  # type: ignore[arg-type]
+        consumer.start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        consumer.stop(timeout=5)
+
+
+class Proc:
+    """A subprocess owned by a test: output captured to a file, killed at the end."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
+        self.args = args
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT,
+                                      env=env, stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL and reap it (so it is gone, not a zombie)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        self._out.close()
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a module (e.g. ``("jobs", source)``) into tmp_path and return tmp_path."""
+
+    def write(module: str, source: str) -> Path:
+        path = tmp_path / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Proc]]:
+    """Start Python subprocesses in tmp_path; all are killed after the test, their output
+    printed if it failed."""
+    procs: list[Proc] = []
+
+    def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Proc:
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(cwd or tmp_path), str(ROOT), full_env.get("PYTHONPATH", "")])
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        log = tmp_path / f"proc-{len(procs)}.log"
+        proc = Proc([sys.executable, *args], cwd or tmp_path, log, full_env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for proc in procs:
+            print(f"--- output of {' '.join(proc.args)} (pid {proc.pid}) ---")
+            print(proc.output())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
