@@ -174,6 +174,10 @@ class Consumer:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        if timeout is None:
+            log.info("stopping: no new tasks; waiting for running ones")
+        else:
+            log.info("stopping: no new tasks; waiting up to %g s for running ones", timeout)
         assert self._dispatcher is not None
         self._dispatcher.join(timeout)
         if self._dispatcher.is_alive():
@@ -221,7 +225,6 @@ class Consumer:
             self.start()
             while not self._stop_requested.wait(1.0):
                 pass
-            log.info("stopping: no new tasks; waiting up to %g s for running ones", self.grace)
             self.stop(self.grace)
         finally:
             for signum, handler in previous.items():
