@@ -182,14 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``minique`` command."""
     args = build_parser().parse_args(argv)
-    if args.command == "consume":
-        configure_logging(args.verbose)
     try:
         mq = load_target(args.target)
     except TargetError as exc:
         print(f"minique: {exc}", file=sys.stderr)
         return 2
     if args.command == "consume":
+        # After the import, so that logging the application set up there wins.
+        configure_logging(args.verbose)
         return consume(mq, args)
     return status(mq, args.json)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 from pathlib import Path
@@ -117,6 +118,9 @@ class Listener:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)
             sock.bind(address)
+            # Non-blocking: waiting is done with select() in wait(), and a
+            # socket timeout would make every recv wait, MSG_DONTWAIT or not.
+            sock.setblocking(False)
         except OSError as exc:
             log.warning(
                 "cannot listen for nudges in %s (%s); new tasks will be noticed by polling, "
@@ -126,15 +130,22 @@ class Listener:
         self.sock = sock
         return True
 
-    def drain(self) -> None:
-        """Read every pending nudge so that the next wait sleeps."""
-        if self.sock is None:
-            return
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a nudge; True if one came (all are consumed).
+
+        Raises ``OSError`` or ``ValueError`` once the socket has been closed.
+        """
+        sock = self.sock  # close() may run in another thread meanwhile
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], timeout)
+        if not readable:
+            return False
         while True:
             try:
-                self.sock.recv(64, socket.MSG_DONTWAIT)
-            except OSError:
-                return
+                sock.recv(64)
+            except OSError:  # BlockingIOError once empty; any other error ends it too
+                return True
 
     def close(self) -> None:
         if self.sock is not None:

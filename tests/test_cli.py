@@ -358,3 +358,22 @@ def test_read_only_database_exits_2_with_one_line(app: App, db_path: Path) -> No
 
     # Then it refuses with status 2 and a clear line
     assert_refused(done, "read-only")
+
+
+def test_logging_configured_by_the_application_is_kept(
+        app_dir: Callable[[str, str], Path], spawn: Callable[..., Proc]) -> None:
+    # Given a tasks module that sets up logging its own way
+    app_dir("logged", """
+        import logging
+        from minique import Minique
+
+        logging.basicConfig(format="APP %(levelname)s %(message)s", level=logging.INFO)
+        mq = Minique("logged.db")
+    """)
+
+    # When the consumer starts
+    proc = spawn("-m", "minique", "consume", "logged", "--no-periodic")
+
+    # Then minique's lines come out in the application's format
+    wait_for(lambda: "APP INFO minique consumer" in proc.output(), timeout=15,
+             what="the banner in the application's log format")

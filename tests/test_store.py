@@ -303,3 +303,17 @@ def test_read_only_database_file_is_refused(mq: Minique, db_path: Path) -> None:
             work()
     finally:
         db_path.chmod(0o644)
+
+
+def test_reaped_job_names_the_consumer_it_was_taken_from(mq: Minique) -> None:
+    @mq.task
+    def work() -> None: ...
+
+    result = work()
+    claimed = mq.store.claim("dead-consumer", lease_until=1.0, now=time.time(), limit=1)
+    assert [job.id for job in claimed] == [result.id]
+
+    reaped = mq.store.reap_expired(now=time.time())
+
+    assert [(job.id, job.owner, job.state) for job in reaped] == [
+        (result.id, "dead-consumer", "queued")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +283,28 @@ def test_misspelled_option_raises_value_error_naming_it(mq: Minique) -> None:
         def send() -> None: ...
 
     assert "retries" in str(raised.value)  # the list of real options helps the fix
+
+
+def test_error_swallowed_by_a_hook_still_fails_the_attempt(
+        mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
+    def swallow(attempt: Attempt) -> suppress:
+        return suppress(ValueError)  # a careless hook: the task must still fail, not hang
+
+    mq.around_task(swallow)
+
+    @mq.task
+    def broken() -> None:
+        raise ValueError("lost in a hook")
+
+    @mq.task
+    def fine() -> str:
+        return "ok"
+
+    failed, after = broken(), fine()
+    start_consumer(mq, workers=1)
+
+    with pytest.raises(TaskError) as raised:
+        failed.get(timeout=10)
+    assert raised.value.error_type == "ValueError"
+    assert "lost in a hook" in raised.value.traceback
+    assert after.get(timeout=10) == "ok"

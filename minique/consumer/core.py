@@ -258,18 +258,14 @@ class Consumer:
 
     def _listen(self) -> None:
         listener = self._listener
-        assert listener is not None and listener.sock is not None
-        sock = listener.sock
-        sock.settimeout(1.0)
+        assert listener is not None
         while not self._stopping:
             try:
-                sock.recv(64)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            listener.drain()
-            self.wake()
+                nudged = listener.wait(1.0)
+            except (OSError, ValueError):
+                return  # closed by stop()
+            if nudged:
+                self.wake()
 
     # -- workers -----------------------------------------------------------------------
 

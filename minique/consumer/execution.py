@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Retry, SerializationError, TaskTimeout
 from ..hooks import Attempt
@@ -65,16 +66,18 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
             "written with another serializer"))
     attempt = Attempt(job.id, task, job.attempt, job.max_attempts, job.queue)
     start = time.perf_counter()
+    swallowed = None
     try:
         if mq.task_hooks:
-            with mq.run_hooks(attempt):
-                value = task.fn(*args, **kwargs)
+            value, swallowed = _run_hooked(mq, attempt, task.fn, args, kwargs)
         else:
             value = task.fn(*args, **kwargs)
     except BaseException as exc:  # a task's SystemExit must not end the worker
         duration = time.perf_counter() - start
         return after_error(job, owner, task.options, exc, traceback.format_exc(), duration)
     duration = time.perf_counter() - start
+    if swallowed is not None:  # a hook suppressed the error; the attempt still failed
+        return after_error(job, owner, task.options, swallowed[0], swallowed[1], duration)
     try:
         stored = mq.serializer.dumps(value)
     except SerializationError as exc:
@@ -83,6 +86,20 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
     outcome = Outcome(job.id, owner, job.attempt, "done", time.time(), result=stored)
     return Ran(outcome, logging.INFO,
                f"{job.name}[{job.id}] done in {_fmt_seconds(duration)}", duration)
+
+
+def _run_hooked(mq: Minique, attempt: Attempt, fn: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> tuple[Any, tuple[BaseException, str] | None]:
+    """Run ``fn`` inside the around_task hooks; also return an error that a hook suppressed."""
+    raised: tuple[BaseException, str] | None = None
+    value = None
+    with mq.run_hooks(attempt):
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            raised = (exc, traceback.format_exc())
+            raise
+    return value, raised
 
 
 def timed_out(job: ClaimedJob, owner: str, options: TaskOptions, timeout: float) -> Ran:

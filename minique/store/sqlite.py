@@ -75,17 +75,19 @@ _RELEASE_ONE = _RELEASE + " AND id = ? AND attempts = ?"
 # least one more run after its consumer died: a crash is rarely the task's
 # fault, and at-least-once must hold with retries=0. A task that keeps killing
 # its consumer still ends failed.
+_LOST = (
+    "SELECT id, name, owner, attempts, attempts < MAX(max_attempts, 2) FROM jobs"
+    " WHERE state = 'running' AND {cond}"
+)
 _REQUEUE_LOST = (
     "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL"
-    " WHERE state = 'running' AND {cond} AND attempts < MAX(max_attempts, 2)"
-    " RETURNING id, name, owner, attempts"
+    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
 )
 _FAIL_LOST = (
     "UPDATE jobs SET state = 'failed', owner = NULL, lease_until = NULL, finished_at = ?,"
     " error_type = 'WorkerLost', error_message = 'the consumer running attempt '"
     " || attempts || ' died or lost its lease, and no attempts remain'"
-    " WHERE state = 'running' AND {cond} AND attempts >= MAX(max_attempts, 2)"
-    " RETURNING id, name, owner, attempts"
+    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
 )
 _ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND lease_until < ? LIMIT 1"
 _REVOKE = (
@@ -464,11 +466,17 @@ class SqliteStore:
         return self._reap("owner = ?", (owner,), now)
 
     def _reap(self, cond: str, params: tuple[object, ...], now: float) -> list[Reaped]:
+        reaped = []
         with self._write() as conn:
-            requeued = conn.execute(_REQUEUE_LOST.format(cond=cond), params).fetchall()
-            failed = conn.execute(_FAIL_LOST.format(cond=cond), (now, *params)).fetchall()
-        return ([Reaped(str(i), str(n), str(o), int(a), "queued") for i, n, o, a in requeued]
-                + [Reaped(str(i), str(n), str(o), int(a), "failed") for i, n, o, a in failed])
+            for job_id, name, owner, attempt, again in conn.execute(
+                    _LOST.format(cond=cond), params).fetchall():
+                if again:
+                    conn.execute(_REQUEUE_LOST, (job_id, owner, attempt))
+                else:
+                    conn.execute(_FAIL_LOST, (now, job_id, owner, attempt))
+                reaped.append(Reaped(str(job_id), str(name), str(owner), int(attempt),
+                                     "queued" if again else "failed"))
+        return reaped
 
     def purge_finished(self, before: float, batch: int = 1000) -> int:
         """Delete finished jobs older than ``before``, a batch per transaction.

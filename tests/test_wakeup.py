@@ -1,0 +1,53 @@
+"""Nudges between processes: a producer's datagram wakes a sleeping consumer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from minique.wakeup import Listener, Nudger
+
+
+def test_nudge_wakes_a_listener_and_is_consumed(db_path: Path) -> None:
+    # Given a consumer listening beside the database
+    listener = Listener(db_path, "c" * 32)
+    assert listener.open()
+    try:
+        # When a producer nudges twice
+        nudger = Nudger(db_path)
+        nudger.nudge()
+        nudger.nudge()
+
+        # Then one wait sees them (long bound: it must return because of the
+        # nudge, not the timeout) and all of them are consumed at once
+        assert listener.wait(5.0) is True
+        assert listener.wait(0.0) is False
+    finally:
+        listener.close()
+
+
+def test_listener_with_a_path_longer_than_a_unix_socket_allows(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    listener = Listener(deep / "queue.db", "f" * 32)
+    assert listener.open()
+    try:
+        Nudger(deep / "queue.db").nudge()
+        assert listener.wait(5.0) is True
+    finally:
+        listener.close()
+
+
+def test_stale_socket_of_a_dead_consumer_is_removed_by_the_next_nudge(db_path: Path) -> None:
+    listener = Listener(db_path, "a" * 32)
+    assert listener.open()
+    socket_file = listener.folder / listener.name
+    # A consumer that died without closing leaves its socket file behind
+    assert listener.sock is not None
+    listener.sock.close()
+    listener.sock = None
+    assert socket_file.exists()
+
+    Nudger(db_path).nudge()
+
+    assert not os.path.exists(socket_file)
