@@ -1,0 +1,1 @@
+"""The example application: its queue and tasks live in ``app.tasks``."""
