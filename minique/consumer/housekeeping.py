@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("minique")
 
 DEAD_CHECK_EVERY = 1.0
-CHECKPOINT_EVERY = 0.5
+CHECKPOINT_EVERY = 0.1
 PURGE_EVERY = 60.0
 
 

@@ -40,6 +40,7 @@ Synchronous = Literal["off", "normal", "full", "extra"]
 # automatic one is only the safety net that bounds the WAL (~40 MB) when no
 # consumer runs.
 AUTOCHECKPOINT_PAGES = 10_000
+WAL_RESTART_BYTES = 16 * 1024 * 1024
 
 # Each step upgrades the schema from version N-1 to N, in one transaction.
 # Version 1 is the first released schema: it is created from the models.
@@ -174,7 +175,9 @@ class SqliteStore:
         return pw.SqliteDatabase(
             str(self.path),
             pragmas=[("journal_mode", "wal"), ("synchronous", self.synchronous),
-                     ("foreign_keys", 0), ("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)],
+                     ("foreign_keys", 0), ("wal_autocheckpoint", AUTOCHECKPOINT_PAGES),
+                     # when the WAL starts over, cut the file back to this size
+                     ("journal_size_limit", WAL_RESTART_BYTES)],
             timeout=self.busy_timeout,
             check_same_thread=False,
         )
@@ -358,12 +361,20 @@ class SqliteStore:
         return result
 
     def checkpoint(self) -> None:
-        """Copy committed WAL pages into the database file without blocking anyone.
+        """Copy committed WAL pages into the database file, keeping the WAL small.
 
         Consumers call it often, off the hot path, so that producers' commits
-        never pay for a checkpoint and the WAL stays small.
+        never pay for a checkpoint. A passive checkpoint blocks no one, but
+        under a steady stream of commits it never catches up and the WAL only
+        grows; past WAL_RESTART_BYTES the checkpoint briefly holds writers
+        back so that it can finish and the WAL can start over.
         """
-        self._read("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        mode = "RESTART" if size > WAL_RESTART_BYTES else "PASSIVE"
+        self._read(f"PRAGMA wal_checkpoint({mode})")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the file."""
