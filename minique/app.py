@@ -43,6 +43,9 @@ class Minique:
     the file is read-only.
     """
 
+    #: The class of the task objects ``@mq.task`` returns; integrations may extend it.
+    task_class: type[Task[Any, Any]] = Task
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -55,6 +58,40 @@ class Minique:
         lease: float = 60.0,
         busy_timeout: float = 30.0,
     ) -> None:
+        self._declare()
+        self.configure(path, immediate=immediate, serializer=serializer, result_ttl=result_ttl,
+                       tz=tz, synchronous=synchronous, lease=lease, busy_timeout=busy_timeout)
+
+    def _declare(self) -> None:
+        """Set up what the application declares: tasks and hooks (no database needed)."""
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.task_hooks: list[TaskHook] = []
+        self.start_hooks: list[Callable[[Consumer], None]] = []
+        self.stop_hooks: list[Callable[[Consumer], None]] = []
+        self._local_wakers: list[Callable[[], None]] = []
+
+    def configure(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        immediate: bool = False,
+        serializer: Literal["json", "pickle"] = "json",
+        result_ttl: float | None = 7 * 24 * 3600,
+        tz: str | None = None,
+        synchronous: Synchronous = "normal",
+        lease: float = 60.0,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        """Point the queue at a database with these options (what the constructor does).
+
+        Tasks and hooks declared so far are kept. Everything is checked before
+        anything changes: on ``ConfigurationError`` the queue is as it was.
+        Integrations whose configuration arrives late (Flask, Django) use it.
+        """
+        if self._local_wakers:
+            raise ConfigurationError(
+                "cannot change the database of a queue while a consumer of it runs in this "
+                "process; stop the consumer first")
         if synchronous not in _SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous={synchronous!r} is not a SQLite setting; use 'normal' (survives "
@@ -64,24 +101,22 @@ class Minique:
             raise ConfigurationError("lease must be a positive number of seconds")
         if result_ttl is not None and result_ttl < 0:
             raise ConfigurationError("result_ttl must be None (keep forever) or >= 0 seconds")
-        self.path = Path(path)
-        self.immediate = immediate
-        self.serializer = get_serializer(serializer)
-        self.result_ttl = result_ttl
-        self.tz = tz
         try:
-            self.zone = resolve_zone(tz)
+            zone = resolve_zone(tz)
+            chosen = get_serializer(serializer)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        store = SqliteStore(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.path = Path(path)
+        self.immediate = immediate
+        self.serializer = chosen
+        self.result_ttl = result_ttl
+        self.tz = tz
+        self.zone = zone
         self.synchronous = synchronous
         self.lease = float(lease)
-        self.store = SqliteStore(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.task_hooks: list[TaskHook] = []
-        self.start_hooks: list[Callable[[Consumer], None]] = []
-        self.stop_hooks: list[Callable[[Consumer], None]] = []
+        self.store = store
         self._nudger = Nudger(self.path)
-        self._local_wakers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Minique {self.path}>"
@@ -151,7 +186,7 @@ class Minique:
                 f"two functions want the task name {name!r}: {_qualified(existing.fn)} and "
                 f"{_qualified(fn)}; give one of them name=..."
             )
-        task: Task[P, R] = Task(self, fn, task_options, periodic)
+        task: Task[P, R] = self.task_class(self, fn, task_options, periodic)
         self.tasks[name] = task
         return task
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from . import __version__
 from .app import Minique
@@ -70,7 +71,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _queues(values: Sequence[str] | None) -> list[str] | None:
+def split_queues(values: Sequence[str] | None) -> list[str] | None:
+    """The queues of repeated ``-q`` options, each of which may hold comma-separated names."""
     if not values:
         return None
     return [q for value in values for q in value.split(",") if q]
@@ -106,7 +108,7 @@ def consume(mq: Minique, args: argparse.Namespace) -> int:
         print("minique: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
-        consumer = mq.consumer(workers=args.workers, queues=_queues(args.queues),
+        consumer = mq.consumer(workers=args.workers, queues=split_queues(args.queues),
                                periodic=not args.no_periodic, grace=args.grace,
                                worker_type=args.worker_type)
         consumer.run()
@@ -116,8 +118,13 @@ def consume(mq: Minique, args: argparse.Namespace) -> int:
     return 0
 
 
-def status(mq: Minique, as_json: bool) -> int:
-    """Print counts by queue and status; the process's exit status."""
+def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
+    """Print counts by queue and status to ``out`` (stdout); the process's exit status."""
+    out = out or sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out)
+
     try:
         queues = mq.store.counts_by_queue()
         consumers = mq.store.consumers()
@@ -135,7 +142,7 @@ def status(mq: Minique, as_json: bool) -> int:
             next_fire = dt.datetime.fromtimestamp(stored[1], mq.zone).isoformat()
         periodic.append({"name": name, "crontab": task.periodic.expr, "next_fire": next_fire})
     if as_json:
-        print(json.dumps({
+        say(json.dumps({
             "database": str(mq.path.resolve()),
             "queues": queues,
             "totals": totals,
@@ -145,21 +152,21 @@ def status(mq: Minique, as_json: bool) -> int:
             "periodic": periodic,
         }, indent=2, sort_keys=True))
         return 0
-    print(f"database: {mq.path.resolve()}")
+    say(f"database: {mq.path.resolve()}")
     width = max([len("queue"), *map(len, queues)])
-    print("  ".join([f"{'queue':<{width}}", *(f"{s:>9}" for s in STATES)]))
+    say("  ".join([f"{'queue':<{width}}", *(f"{s:>9}" for s in STATES)]))
     for name in sorted(queues):
-        print("  ".join([f"{name:<{width}}", *(f"{queues[name][s]:>9}" for s in STATES)]))
+        say("  ".join([f"{name:<{width}}", *(f"{queues[name][s]:>9}" for s in STATES)]))
     if len(queues) != 1:
-        print("  ".join([f"{'(all)':<{width}}", *(f"{totals[s]:>9}" for s in STATES)]))
+        say("  ".join([f"{'(all)':<{width}}", *(f"{totals[s]:>9}" for s in STATES)]))
     if periodic:
-        print(f"periodic tasks: {len(periodic)}")
+        say(f"periodic tasks: {len(periodic)}")
         for p in periodic:
             when = p["next_fire"] or "when a consumer starts"
-            print(f"  {p['name']}  {p['crontab']}  next: {when}")
-    print(f"consumers: {len(consumers)}")
+            say(f"  {p['name']}  {p['crontab']}  next: {when}")
+    say(f"consumers: {len(consumers)}")
     for c in consumers:
-        print(f"  {c.id[:8]}  pid {c.pid} on {c.hostname}  queues {c.queues}  "
+        say(f"  {c.id[:8]}  pid {c.pid} on {c.hostname}  queues {c.queues}  "
               f"{c.workers} workers")
     return 0
 

@@ -317,3 +317,27 @@ def test_reaped_job_names_the_consumer_it_was_taken_from(mq: Minique) -> None:
 
     assert [(job.id, job.owner, job.state) for job in reaped] == [
         (result.id, "dead-consumer", "queued")]
+
+
+def test_configure_points_the_queue_at_another_database_keeping_its_tasks(
+        mq: Minique, tmp_path: Path) -> None:
+    @mq.task
+    def work() -> int:
+        return 1
+
+    mq.configure(tmp_path / "other.db", immediate=True)
+
+    assert work().get(timeout=1) == 1
+    assert mq.path == tmp_path / "other.db"
+    assert (tmp_path / "other.db").exists()
+
+
+def test_configure_with_a_bad_option_leaves_the_queue_as_it_was(
+        mq: Minique, db_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        mq.configure(tmp_path / "missing" / "x.db")
+    with pytest.raises(ConfigurationError):
+        mq.configure(tmp_path / "x.db", synchronous="sometimes")  # type: ignore[arg-type]
+
+    assert mq.path == db_path
+    assert mq.synchronous == "normal"

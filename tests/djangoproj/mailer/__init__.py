@@ -1,0 +1,1 @@
+"""A second app with tasks, and no models."""
