@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .crontab import Crontab, resolve_zone
-from .errors import ConfigurationError, Retry
+from .errors import ConfigurationError, DuplicateJobId, Retry
 from .hooks import Attempt, TaskHook
-from .ids import new_id
+from .ids import new_id, new_ids
 from .result import Result
 from .serializers import get_serializer
 from .store import STATES, NewJob, Outcome, SqliteStore, Synchronous
@@ -224,10 +224,10 @@ class Minique:
 
     def _new_job(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], now: float,
-        eta: float, priority: int | None,
+        eta: float, priority: int | None, job_id: int | None = None,
     ) -> NewJob:
         return NewJob(
-            id=new_id(),
+            id=new_id() if job_id is None else job_id,
             name=task.options.name,
             queue=task.options.queue,
             priority=task.options.priority if priority is None else priority,
@@ -254,23 +254,37 @@ class Minique:
         if self.immediate:
             self._run_immediately(task, job, args, kwargs)
         else:
-            self.store.enqueue([job], now)
-            self.wake_consumers()
-        return Result(self, job.id, job.name)
+            self._store_new([job], now)
+        return Result(self, str(job.id), job.name)
 
     def enqueue_many(
         self, task: Task[Any, R], calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
     ) -> list[Result[R]]:
         """Store many calls of ``task`` in one transaction (what ``task.map`` does)."""
         now = time.time()
-        jobs = [self._new_job(task, args, kwargs, now, now, None) for args, kwargs in calls]
+        calls = list(calls)
+        ids = new_ids(len(calls))
+        jobs = [self._new_job(task, args, kwargs, now, now, None, job_id)
+                for job_id, (args, kwargs) in zip(ids, calls, strict=True)]
         if self.immediate:
             for job, (args, kwargs) in zip(jobs, calls, strict=True):
                 self._run_immediately(task, job, args, kwargs)
         elif jobs:
-            self.store.enqueue(jobs, now)
-            self.wake_consumers()
-        return [Result(self, job.id, job.name) for job in jobs]
+            self._store_new(jobs, now)
+        return [Result(self, str(job.id), job.name) for job in jobs]
+
+    def _store_new(self, jobs: list[NewJob], now: float) -> None:
+        for _ in range(5):
+            try:
+                self.store.enqueue(jobs, now)
+                break
+            except DuplicateJobId:
+                # Another process took one of these ids in the same millisecond.
+                for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True):
+                    job.id = job_id
+        else:
+            self.store.enqueue(jobs, now)  # raises the error if it happens yet again
+        self.wake_consumers()
 
     def wake_consumers(self) -> None:
         """Tell consumers, in this process and others, that work was committed."""
@@ -287,7 +301,7 @@ class Minique:
         number = 0
         while True:
             number += 1
-            attempt = Attempt(id=job.id, task=task, number=number,
+            attempt = Attempt(id=str(job.id), task=task, number=number,
                               max_attempts=job.max_attempts, queue=job.queue)
             try:
                 with self.run_hooks(attempt):
@@ -305,6 +319,10 @@ class Minique:
         self.store.record_finished(job, outcome)
 
     # -- reading -----------------------------------------------------------------
+
+    def local_time(self, timestamp: float) -> str:
+        """An epoch time as ISO 8601 in the queue's zone (the one its crontabs are read in)."""
+        return dt.datetime.fromtimestamp(timestamp, self.zone).isoformat(timespec="seconds")
 
     @property
     def periodic_tasks(self) -> dict[str, Task[Any, Any]]:

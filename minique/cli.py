@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import json
 import logging
@@ -139,7 +138,7 @@ def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
         stored = slots.get(name)
         next_fire = None
         if stored is not None and stored[0] == task.periodic.expr:
-            next_fire = dt.datetime.fromtimestamp(stored[1], mq.zone).isoformat()
+            next_fire = mq.local_time(stored[1])
         periodic.append({"name": name, "crontab": task.periodic.expr, "next_fire": next_fire})
     if as_json:
         say(json.dumps({

@@ -5,9 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+if TYPE_CHECKING:
+    from croniter import croniter as Croniter
+
+
+def _croniter() -> type[Croniter]:
+    # Imported on first use: croniter (and dateutil) add ~30 ms to every
+    # process start, and most processes that import minique fire no crontab.
+    from croniter import croniter
+
+    found: type[Croniter] = croniter
+    return found
 
 _FIELDS = ("minute", "hour", "day", "month", "day_of_week", "second")
 _ALIASES = {
@@ -49,23 +60,77 @@ class Crontab:
         that zone; a naive one is local time and so is the result.
         """
         if after.tzinfo is None:
-            local = after.replace(tzinfo=local_zone())
-            return self.next(local).replace(tzinfo=None, fold=0)
-        found: dt.datetime = croniter(self.fields, after, day_or=True).get_next(dt.datetime)
-        while self._hour_restricted and _second_occurrence(found):
-            found = croniter(self.fields, found, day_or=True).get_next(dt.datetime)
-        return found
+            zone = local_zone()
+            found = _at(self.next_timestamp(after.replace(tzinfo=zone).timestamp(), zone), zone)
+            return found.replace(tzinfo=None)  # keeps fold: which 01:30 it is
+        return _at(self.next_timestamp(after.timestamp(), after.tzinfo), after.tzinfo)
 
     def next_timestamp(self, after: float, zone: dt.tzinfo) -> float:
-        """``next`` in epoch seconds, reading the crontab in ``zone``."""
-        return self.next(dt.datetime.fromtimestamp(after, zone)).timestamp()
+        """The next fire time after the instant ``after`` (epoch seconds), reading the
+        crontab in ``zone``.
+
+        croniter answers in wall-clock time, which is ambiguous when clocks fall
+        back, so the instant is worked out here from both readings, without
+        trusting ``fold`` (freezegun, for one, loses it).
+        """
+        croniter = _croniter()
+        bound = after  # the answer must be later than this
+        for _ in range(4):
+            wall: dt.datetime = croniter(self.fields, _at(bound, zone), day_or=True).get_next(
+                dt.datetime)
+            first, second = wall.replace(fold=0).timestamp(), wall.replace(fold=1).timestamp()
+            repeated = first != second and _at(first, zone).replace(tzinfo=None) \
+                == _at(second, zone).replace(tzinfo=None)
+            later: list[float] = sorted(t for t in ({first, second} if repeated else {first})
+                                        if t > bound)
+            if not later:
+                break  # croniter lost track of which 01:30 it started from
+            if repeated and self._hour_restricted and later[0] == max(first, second):
+                bound = later[0]  # the hour came round again: a fixed-hour job ran already
+                continue
+            return later[0]
+        return self._next_by_wall(bound, zone)
+
+    def _next_by_wall(self, after: float, zone: dt.tzinfo) -> float:
+        """The slow, sure way through a repeated hour: list wall-clock matches around
+        ``after`` and take the earliest instant after it.
+
+        Used only where croniter's own reading went wrong: its arithmetic loses
+        ``fold`` when ``datetime`` is replaced (freezegun does that).
+        """
+        wall = _at(after, zone).replace(tzinfo=None, fold=0)
+        matches = _croniter()(self.fields, wall - _WINDOW, day_or=True)
+        best: float | None = None
+        while True:
+            candidate: dt.datetime
+            candidate = matches.get_next(dt.datetime)
+            if candidate > wall + _WINDOW and best is not None:
+                return best
+            # Only instants whose wall time is the match: a time that does not
+            # exist (clocks sprang forward) has none here; this path never meets one.
+            instants = {t for t in (candidate.replace(tzinfo=zone, fold=fold).timestamp()
+                                    for fold in (0, 1))
+                        if _at(t, zone).replace(tzinfo=None) == candidate}
+            if len(instants) == 2 and self._hour_restricted:
+                instants = {min(instants)}  # a fixed-hour job runs in the first pass only
+            for instant in instants:
+                if instant > after and (best is None or instant < best):
+                    best = instant
 
 
-def _second_occurrence(moment: dt.datetime) -> bool:
-    """True for the later of two instants that share a wall-clock time (clocks fell back)."""
-    first = moment.replace(fold=0).utcoffset()
-    second = moment.replace(fold=1).utcoffset()
-    return first != second and moment.utcoffset() == second and moment.fold == 1
+_WINDOW = dt.timedelta(hours=3)  # wider than any daylight-saving shift
+
+
+def _at(timestamp: float, zone: dt.tzinfo) -> dt.datetime:
+    """The instant ``timestamp`` in ``zone``, with the right offset in a repeated hour.
+
+    Built with ``fromutc`` because ``datetime.fromtimestamp`` under freezegun
+    reads a repeated hour's second instant as its first.
+    """
+    return zone.fromutc(_EPOCH.replace(tzinfo=zone) + dt.timedelta(seconds=timestamp))
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def crontab(
@@ -102,7 +167,9 @@ def _validate(expr: str) -> None:
         raise ValueError(
             f"invalid crontab {expr!r}: it has {len(fields)} fields; give 5 (minute hour day "
             "month day_of_week) or 6 (the same, then second)")
+    croniter = _croniter()
     if croniter.is_valid(expr):
+        _check_it_fires(expr)
         return
     # Name the culprit: test each field alone, with every other field '*'.
     for index, value in enumerate(fields):
@@ -112,6 +179,17 @@ def _validate(expr: str) -> None:
             raise ValueError(
                 f"invalid crontab {expr!r}: the {_FIELDS[index]} field {value!r} is not valid")
     raise ValueError(f"invalid crontab {expr!r}: the fields do not make a valid schedule")
+
+
+def _check_it_fires(expr: str) -> None:
+    # "0 0 30 2 *" is well formed but no date ever matches it; say so now,
+    # not in the consumer's scheduler.
+    try:
+        _croniter()(expr, dt.datetime(2026, 1, 1), day_or=True).get_next(dt.datetime)
+    except Exception as exc:  # croniter's CroniterBadDateError, after searching years
+        raise ValueError(
+            f"invalid crontab {expr!r}: it never fires, no date matches its day and month "
+            "fields") from exc
 
 
 def resolve_zone(name: str | None) -> dt.tzinfo:

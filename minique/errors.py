@@ -15,6 +15,10 @@ class DatabaseError(MiniqueError):
     """The database could not be read or written; the message says why and what to do."""
 
 
+class DuplicateJobId(DatabaseError):
+    """An enqueue picked a job id that another process had just taken (rare; retried)."""
+
+
 class SchemaVersionError(DatabaseError):
     """The database file was written by a newer minique than this one."""
 

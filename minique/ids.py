@@ -1,24 +1,39 @@
-"""Job ids: UUIDv7 in hex, so that new ids sort after old ones.
+"""Job ids: 63-bit integers that grow with time, stored as the jobs table's rowid.
 
-Random (v4) ids land all over the id index, touching a different page per
-insert; time-ordered ones append at its end, which makes enqueueing markedly
-cheaper (measured in benchmarks/) while staying unique across processes and
-hosts.
+An id is the milliseconds since 2026-01-01 (41 bits, good until 2095), then
+22 bits that start at a random point each millisecond and count up within a
+process. So ids are unique within a process, ordered by time across
+processes, and land at the end of the table's b-tree: enqueueing touches no
+separate id index. Two processes that pick the same id in the same
+millisecond (about one chance in four million) get a clean retry, see
+``DuplicateJobId``. ``Result.id`` is the id in decimal.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 
+_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+_LOW_BITS = 22
 
-def new_id() -> str:
-    """A new UUIDv7 as 32 hex digits: 48 bits of milliseconds, then sub-millisecond time,
-    then 62 random bits."""
-    ns = time.time_ns()
-    ms, sub = divmod(ns, 1_000_000)
-    rand_a = sub * 4096 // 1_000_000  # 12 bits of sub-millisecond order
-    high = (ms << 16) | (0x7 << 12) | rand_a
+_lock = threading.Lock()
+_last = 0
+
+
+def new_ids(count: int) -> list[int]:
+    """``count`` fresh ids, increasing."""
+    global _last
     # The random module reseeds itself in a forked child, so siblings differ.
-    low = (0b10 << 62) | random.getrandbits(62)
-    return f"{high:016x}{low:016x}"
+    base = ((time.time_ns() // 1_000_000 - _EPOCH_MS) << _LOW_BITS) \
+        | random.getrandbits(_LOW_BITS - 2)
+    with _lock:
+        first = max(base, _last + 1)
+        _last = first + count - 1
+    return list(range(first, first + count))
+
+
+def new_id() -> int:
+    """One fresh id."""
+    return new_ids(1)[0]

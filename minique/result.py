@@ -38,8 +38,14 @@ class Result(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
+    def _key(self) -> int:
+        try:
+            return int(self.id)
+        except ValueError:
+            raise LookupError(f"{self.id!r} is not a minique task id") from None
+
     def _record(self) -> JobRecord:
-        record = self._mq.store.read(self.id)
+        record = self._mq.store.read(self._key())
         if record is None:
             raise LookupError(
                 f"no task with id {self.id} in {self._mq.path}: it was never stored there, or "
@@ -95,12 +101,12 @@ class Result(Generic[R]):
             record.error_type or record.state.capitalize(),
             record.error_message or f"the task was {record.state}",
             record.traceback or "",
-            task_id=record.id,
+            task_id=self.id,
         )
 
     def revoke(self) -> bool:
         """Stop a call that has not started. True if it will not run; False if it ran or runs."""
-        return self._mq.store.revoke(self.id, time.time())
+        return self._mq.store.revoke(self._key(), time.time())
 
     @property
     def record(self) -> JobRecord:

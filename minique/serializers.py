@@ -102,6 +102,11 @@ def _decode_tagged(obj: dict[str, Any]) -> Any:
     raise ValueError(f"unknown type tag {tag!r} in stored JSON")
 
 
+# Built once: json.dumps/loads with options build a new encoder/decoder per call.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=True, check_circular=False)
+_decoder = json.JSONDecoder(object_hook=_decode_tagged)
+
+
 class JSONSerializer:
     """JSON with tagged values, so tuples, bytes, dates, Decimal and UUID round-trip exactly."""
 
@@ -109,7 +114,7 @@ class JSONSerializer:
 
     def dumps(self, value: Any) -> Stored:
         try:
-            return json.dumps(_encode(value), separators=(",", ":"), allow_nan=True)
+            return _encoder.encode(_encode(value))
         except RecursionError as exc:
             raise SerializationError("cannot store a value that contains itself") from exc
 
@@ -119,7 +124,7 @@ class JSONSerializer:
                 "this value was stored by the pickle serializer, but the queue is configured "
                 "with serializer='json'; create the Minique with serializer='pickle' to read it"
             )
-        return json.loads(data, object_hook=_decode_tagged)
+        return _decoder.decode(data)
 
 
 class PickleSerializer:

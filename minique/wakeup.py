@@ -15,11 +15,13 @@ import os
 import select
 import socket
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("minique")
 
 _MAX_UNIX_PATH = 100
+RECHECK = 0.05
 
 
 class _Folder:
@@ -52,15 +54,24 @@ class Nudger:
         self.folder = Path(f"{database}-wake")
         self._lock = threading.Lock()
         self._seen_mtime: int | None = None
+        self._recheck_at = 0.0
         self._targets: list[str] = []
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._paths = _Folder(self.folder)
 
     def _refresh(self) -> list[str]:
+        # A stat per enqueue is a measurable share of its cost: look at the
+        # folder at most every RECHECK seconds. A consumer that appears in
+        # between is found by its own start-up claim and its poll meanwhile.
+        now = time.monotonic()
+        if now < self._recheck_at and self._pid == os.getpid():
+            return self._targets
+        self._recheck_at = now + RECHECK
         try:
             mtime = os.stat(self.folder).st_mtime_ns
         except OSError:
+            self._targets = []
             return []
         if mtime != self._seen_mtime or self._pid != os.getpid():
             with self._lock:

@@ -239,7 +239,7 @@ def test_purge_finished_deletes_only_finished_rows_before_the_given_time(
 
     assert mq.store.purge_finished(before=2500) == 2
 
-    remaining = {job_id for (job_id,) in sql(db_path, "SELECT id FROM jobs")}
+    remaining = {str(job_id) for (job_id,) in sql(db_path, "SELECT id FROM jobs")}
     assert remaining == {queued.id, scheduled.id, finished[2].id}
 
 
@@ -311,11 +311,11 @@ def test_reaped_job_names_the_consumer_it_was_taken_from(mq: Minique) -> None:
 
     result = work()
     claimed = mq.store.claim("dead-consumer", lease_until=1.0, now=time.time(), limit=1)
-    assert [job.id for job in claimed] == [result.id]
+    assert [str(job.id) for job in claimed] == [result.id]
 
     reaped = mq.store.reap_expired(now=time.time())
 
-    assert [(job.id, job.owner, job.state) for job in reaped] == [
+    assert [(str(job.id), job.owner, job.state) for job in reaped] == [
         (result.id, "dead-consumer", "queued")]
 
 

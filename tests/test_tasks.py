@@ -170,8 +170,8 @@ def test_map_returns_results_in_item_order(mq: Minique, db_path: Path) -> None:
     results = echo.map(range(20))
 
     with closing(sqlite3.connect(db_path)) as db:
-        stored = db.execute("SELECT id, payload FROM jobs ORDER BY seq").fetchall()
-    assert [r.id for r in results] == [job_id for job_id, _ in stored]
+        stored = db.execute("SELECT id, payload FROM jobs ORDER BY id").fetchall()
+    assert [r.id for r in results] == [str(job_id) for job_id, _ in stored]
     assert [mq.decode_call(payload) for _, payload in stored] == [((x,), {}) for x in range(20)]
 
 

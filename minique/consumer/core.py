@@ -94,7 +94,8 @@ class Consumer:
         self._avg_duration: float | None = None
         self._next_eta: float | None = None
         self._threads: list[threading.Thread] = []
-        self._watched: dict[str, _Watch] = {}
+        # keyed by (job id, attempt): a stale attempt must not touch its retry's entry
+        self._watched: dict[tuple[int, int], _Watch] = {}
         self._runners: list[ProcessRunner] = []
         self._dispatcher: threading.Thread | None = None
         self._listener: Listener | None = None
@@ -157,8 +158,7 @@ class Consumer:
             for name, task in sorted(self._scheduler.tasks.items()):
                 assert task.periodic is not None
                 log.info("  periodic: %s on %s, next at %s", name, task.periodic.expr,
-                         time.strftime("%Y-%m-%d %H:%M:%S",
-                                       time.localtime(self._scheduler.slots[name])))
+                         self.mq.local_time(self._scheduler.slots[name]))
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop claiming, let running tasks finish for up to ``timeout`` seconds, put back the rest.
@@ -294,12 +294,12 @@ class Consumer:
                     ran = execute(self.mq, job, self.id)
                 else:
                     with self._cond:
-                        self._watched[job.id] = _Watch(job, task.options, timeout,
-                                                       time.monotonic() + timeout)
+                        self._watched[job.id, job.attempt] = _Watch(
+                            job, task.options, timeout, time.monotonic() + timeout)
                         self._cond.notify()
                     ran = execute(self.mq, job, self.id)
                     with self._cond:
-                        if self._watched.pop(job.id, None) is None:
+                        if self._watched.pop((job.id, job.attempt), None) is None:
                             # The dispatcher gave up on this attempt at its timeout,
                             # recorded it, and started a worker in this one's place.
                             log.warning("%s[%s] ended %.1f s after its timeout; its outcome is "
@@ -319,7 +319,7 @@ class Consumer:
         now = time.monotonic()
         expired = [w for w in self._watched.values() if w.deadline <= now]
         for watch in expired:
-            del self._watched[watch.job.id]
+            del self._watched[watch.job.id, watch.job.attempt]
             log.error("%s[%s] passed its timeout of %g s; a new worker thread takes its place "
                       "(the old one cannot be stopped)", watch.job.name, watch.job.id,
                       watch.timeout)

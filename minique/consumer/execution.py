@@ -64,7 +64,7 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
         return _failed(job, owner, "PayloadError", (
             f"the stored arguments cannot be decoded ({exc}); the row is corrupt or was "
             "written with another serializer"))
-    attempt = Attempt(job.id, task, job.attempt, job.max_attempts, job.queue)
+    attempt = Attempt(str(job.id), task, job.attempt, job.max_attempts, job.queue)
     start = time.perf_counter()
     swallowed = None
     try:

@@ -26,6 +26,7 @@ log = logging.getLogger("minique")
 # Slots are re-read from the database this often, in case another consumer
 # with another version of the code changed them.
 RESYNC_EVERY = 60.0
+MISSED_AFTER = 1.0
 
 
 class PeriodicScheduler:
@@ -85,7 +86,9 @@ class PeriodicScheduler:
             # Fire a late slot at most once: the next one is the first after
             # now, so a stalled scheduler never replays a backlog of slots.
             next_fire = task.periodic.next_timestamp(max(slot, now), self.mq.zone)
-            missed = slot < self.started_at
+            # Missed while no consumer ran: it came due before this scheduler
+            # started, and by more than another running one could be late.
+            missed = slot < self.started_at - MISSED_AFTER
             job = None if missed else self.mq._new_job(task, (), {}, now, now, None)
             stored = self.mq.store.fire_periodic(name, slot, next_fire, job, now)
             self.slots[name] = stored
@@ -95,6 +98,6 @@ class PeriodicScheduler:
                          name, job.id, task.periodic.expr, (now - slot) * 1000)
             elif missed and stored == next_fire:
                 log.info("%s: skipped the slot missed while no consumer ran; next at %s",
-                         name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(next_fire)))
+                         name, self.mq.local_time(next_fire))
         if fired:
             self.mq.wake_consumers()

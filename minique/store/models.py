@@ -25,8 +25,9 @@ class BaseModel(pw.Model):
 class Job(BaseModel):
     """One call of a task, moved through its states by short transactions."""
 
-    seq = pw.AutoField()  # the rowid: cheap FIFO order and cheap joins
-    id = pw.TextField(unique=True)
+    # The rowid itself, chosen by the producer and time-ordered (minique/ids.py):
+    # no separate id index to update on every insert, and FIFO order for free.
+    id = pw.IntegerField(primary_key=True)
     name = pw.TextField()
     queue = pw.TextField()
     priority = pw.IntegerField()
@@ -86,7 +87,7 @@ MODELS: tuple[type[BaseModel], ...] = (Job, ConsumerRecord, PeriodicSlot)
 # partial index); each serves exactly one hot query.
 INDEXES = (
     # claim: the best ready row, priority first, then FIFO by readiness
-    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, eta, seq)"
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, eta, id)"
     " WHERE state = 'queued'",
     # promote: the next delayed or retried task whose time has come
     "CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (eta) WHERE state = 'scheduled'",

@@ -16,7 +16,7 @@ FINISHED: frozenset[str] = frozenset({"done", "failed", "revoked", "expired"})
 class NewJob:
     """A call to store: what ``enqueue`` writes."""
 
-    id: str
+    id: int
     name: str
     queue: str
     priority: int
@@ -31,7 +31,7 @@ class NewJob:
 class ClaimedJob:
     """A job a consumer now owns for one attempt."""
 
-    id: str
+    id: int
     name: str
     queue: str
     priority: int
@@ -40,7 +40,6 @@ class ClaimedJob:
     max_attempts: int
     expires: float | None
     eta: float
-    seq: int
 
 
 @dataclass(slots=True)
@@ -51,7 +50,7 @@ class Outcome:
     it; ``queued`` or ``scheduled`` (with ``eta``) put it back for a retry.
     """
 
-    id: str
+    id: int
     owner: str
     attempt: int
     state: State
@@ -67,7 +66,7 @@ class Outcome:
 class JobRecord:
     """What a reader sees of a job (``Result`` is built on it)."""
 
-    id: str
+    id: int
     name: str
     queue: str
     state: State
@@ -88,7 +87,7 @@ class JobRecord:
 class Reaped:
     """A running job taken back from a consumer that is gone."""
 
-    id: str
+    id: int
     name: str
     owner: str
     attempt: int

@@ -20,7 +20,7 @@ from typing import Literal
 
 import peewee as pw
 
-from ..errors import ConfigurationError, DatabaseError, SchemaVersionError
+from ..errors import ConfigurationError, DatabaseError, DuplicateJobId, SchemaVersionError
 from .models import SCHEMA_VERSION, create_statements
 from .records import (
     STATES,
@@ -55,9 +55,9 @@ _NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
 _CLAIM = (
     "UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, started_at = ?,"
     " attempts = attempts + 1"
-    " WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued'{queues}"
-    " ORDER BY priority DESC, eta, seq LIMIT ?)"
-    " RETURNING id, name, queue, priority, payload, attempts, max_attempts, expires, eta, seq"
+    " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'{queues}"
+    " ORDER BY priority DESC, eta, id LIMIT ?)"
+    " RETURNING id, name, queue, priority, payload, attempts, max_attempts, expires, eta"
 )
 # The owner and attempt guard every finish: an attempt whose lease was taken
 # back (and perhaps given to another consumer) must not overwrite the row.
@@ -108,7 +108,7 @@ _COUNTS = (
     " THEN 'expired' ELSE state END AS status, COUNT(*) FROM jobs GROUP BY queue, status"
 )
 _PURGE = (
-    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE finished_at IS NOT NULL"
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL"
     " AND finished_at < ? AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT ?)"
 )
 _REGISTER_CONSUMER = (
@@ -206,6 +206,8 @@ class SqliteStore:
 
     def _translate(self, exc: sqlite3.Error) -> Exception:
         text = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError) and "jobs.id" in text:
+            return DuplicateJobId("another process chose the same job id; try again")
         if "locked" in text or "busy" in text:
             return DatabaseError(
                 f"the queue database {self.path} stayed locked for {self.busy_timeout:g} s: "
@@ -327,7 +329,7 @@ class SqliteStore:
             )
             self._finish_in(conn, [outcome])
 
-    def revoke(self, job_id: str, now: float) -> bool:
+    def revoke(self, job_id: int, now: float) -> bool:
         """Mark a job that has not started ``revoked``; True if it will not run."""
         with self._write() as conn:
             if conn.execute(_REVOKE, (now, job_id)).rowcount:
@@ -337,7 +339,7 @@ class SqliteStore:
 
     # -- readers -------------------------------------------------------------------
 
-    def read(self, job_id: str) -> JobRecord | None:
+    def read(self, job_id: int) -> JobRecord | None:
         """The job's row, or None if there is none (never stored, or purged)."""
         rows = self._read(_READ, (job_id,))
         if not rows:
@@ -434,7 +436,7 @@ class SqliteStore:
                 rows = conn.execute(sql, params).fetchall()
         jobs = [ClaimedJob(*row) for row in rows]  # type: ignore[arg-type]
         # RETURNING gives no order; hand them out best first.
-        jobs.sort(key=lambda j: (-j.priority, j.eta, j.seq))
+        jobs.sort(key=lambda j: (-j.priority, j.eta, j.id))
         return written, jobs
 
     def _finish_in(self, conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -453,7 +455,7 @@ class SqliteStore:
         with self._write() as conn:
             return conn.execute(_RENEW, (lease_until, owner)).rowcount
 
-    def release(self, owner: str, jobs: Sequence[tuple[str, int]] | None = None) -> int:
+    def release(self, owner: str, jobs: Sequence[tuple[int, int]] | None = None) -> int:
         """Put back jobs ``owner`` holds (all, or these ``(id, attempt)``).
 
         A released job has not used an attempt: it runs again as if never claimed.
@@ -485,7 +487,7 @@ class SqliteStore:
                     conn.execute(_REQUEUE_LOST, (job_id, owner, attempt))
                 else:
                     conn.execute(_FAIL_LOST, (now, job_id, owner, attempt))
-                reaped.append(Reaped(str(job_id), str(name), str(owner), int(attempt),
+                reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
                                      "queued" if again else "failed"))
         return reaped
 
