@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -341,3 +342,29 @@ def test_configure_with_a_bad_option_leaves_the_queue_as_it_was(
 
     assert mq.path == db_path
     assert mq.synchronous == "normal"
+
+
+def test_producer_commits_hand_checkpoints_to_a_background_thread(mq: Minique) -> None:
+    # Given a producer that commits call after call, with no consumer running
+    from minique.store.sqlite import CHECKPOINT_AFTER_COMMITS
+
+    @mq.task
+    def work(n: int) -> None: ...
+
+    done = threading.Event()
+    checkpoint = mq.store.checkpoint
+
+    def spy() -> None:
+        checkpoint()
+        if threading.current_thread().name == "minique-checkpointer":
+            done.set()
+
+    mq.store.checkpoint = spy  # type: ignore[method-assign]
+
+    # When it has committed more than the threshold
+    for n in range(CHECKPOINT_AFTER_COMMITS + 1):
+        work(n)
+
+    # Then the WAL was checkpointed off the caller's thread
+    assert done.wait(10), "no checkpoint ran in the background thread"
+    assert mq.counts()["queued"] == CHECKPOINT_AFTER_COMMITS + 1

@@ -8,6 +8,7 @@ connection, managed by peewee.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -20,7 +21,13 @@ from typing import Literal
 
 import peewee as pw
 
-from ..errors import ConfigurationError, DatabaseError, DuplicateJobId, SchemaVersionError
+from ..errors import (
+    ConfigurationError,
+    DatabaseError,
+    DuplicateJobId,
+    MiniqueError,
+    SchemaVersionError,
+)
 from .models import SCHEMA_VERSION, create_statements
 from .records import (
     STATES,
@@ -32,6 +39,8 @@ from .records import (
     Reaped,
 )
 
+log = logging.getLogger("minique")
+
 Synchronous = Literal["off", "normal", "full", "extra"]
 
 # A checkpoint copies the WAL into the database and, unless synchronous=off,
@@ -40,7 +49,11 @@ Synchronous = Literal["off", "normal", "full", "extra"]
 # automatic one is only the safety net that bounds the WAL (~40 MB) when no
 # consumer runs.
 AUTOCHECKPOINT_PAGES = 10_000
+# With synchronous=full every commit fsyncs the WAL anyway, and an fsync is
+# cheaper while the WAL file keeps its size: let SQLite restart it early.
+AUTOCHECKPOINT_PAGES_FULL = 1_000
 WAL_RESTART_BYTES = 16 * 1024 * 1024
+CHECKPOINT_AFTER_COMMITS = 500
 
 # Each step upgrades the schema from version N-1 to N, in one transaction.
 # Version 1 is the first released schema: it is created from the models.
@@ -135,6 +148,39 @@ def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
             job.max_attempts, job.created_at)
 
 
+class _Checkpointer:
+    """A background thread that checkpoints for the threads that commit.
+
+    Without it, the commit that crosses SQLite's autocheckpoint threshold
+    copies the WAL and fsyncs it and the database: tens of milliseconds, in
+    the caller's thread, now and then. Producers and consumers alike poke this
+    thread every CHECKPOINT_AFTER_COMMITS commits instead.
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = weakref.ref(store)
+        self._wanted = threading.Event()
+        self._pid = 0
+
+    def poke(self) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: no thread yet
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="minique-checkpointer", daemon=True).start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while self._wanted.wait():
+            self._wanted.clear()
+            store = self._store()
+            if store is None:
+                return
+            try:
+                store.checkpoint()
+            except MiniqueError as exc:
+                log.warning("background checkpoint failed (it will be tried again): %s", exc)
+            del store
+
+
 _stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
 
 
@@ -166,16 +212,20 @@ class SqliteStore:
         self._check_path()
         self._db = self._make_database()
         self._ready = False
+        self._commits = 0
+        self._checkpointer = _Checkpointer(self)
         self._init_lock = threading.Lock()
         _stores.add(self)
 
     # -- connections and errors ------------------------------------------------
 
     def _make_database(self) -> pw.SqliteDatabase:
+        autocheckpoint = AUTOCHECKPOINT_PAGES if self.synchronous in ("off", "normal") \
+            else AUTOCHECKPOINT_PAGES_FULL
         return pw.SqliteDatabase(
             str(self.path),
             pragmas=[("journal_mode", "wal"), ("synchronous", self.synchronous),
-                     ("foreign_keys", 0), ("wal_autocheckpoint", AUTOCHECKPOINT_PAGES),
+                     ("foreign_keys", 0), ("wal_autocheckpoint", autocheckpoint),
                      # when the WAL starts over, cut the file back to this size
                      ("journal_size_limit", WAL_RESTART_BYTES)],
             timeout=self.busy_timeout,
@@ -251,12 +301,19 @@ class SqliteStore:
         try:
             yield conn
             conn.execute("COMMIT")
+            self._committed()
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc) from exc
             raise
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits >= CHECKPOINT_AFTER_COMMITS:
+            self._commits = 0
+            self._checkpointer.poke()
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         conn = self._conn()
@@ -312,12 +369,20 @@ class SqliteStore:
 
     def enqueue(self, jobs: Sequence[NewJob], now: float) -> None:
         """Store ``jobs`` in one transaction: ``queued``, or ``scheduled`` if their eta is later."""
+        if len(jobs) == 1:
+            # One INSERT is its own transaction: no BEGIN and COMMIT round trips
+            # on the hottest path a producer has.
+            job = jobs[0]
+            conn = self._conn()
+            try:
+                conn.execute(_ENQUEUE, _job_row(job, "scheduled" if job.eta > now else "queued"))
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            self._committed()
+            return
         rows = [_job_row(j, "scheduled" if j.eta > now else "queued") for j in jobs]
         with self._write() as conn:
-            if len(rows) == 1:
-                conn.execute(_ENQUEUE, rows[0])
-            else:
-                conn.executemany(_ENQUEUE, rows)
+            conn.executemany(_ENQUEUE, rows)
 
     def record_finished(self, job: NewJob, outcome: Outcome) -> None:
         """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
