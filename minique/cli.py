@@ -98,6 +98,10 @@ def configure_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)-7s %(message)s", level=level)
+        # Our format shows neither: skip a getpid() syscall and a multiprocessing
+        # lookup for each of the many lines a busy consumer logs.
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
     log.setLevel(level)
 
 

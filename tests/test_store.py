@@ -368,3 +368,26 @@ def test_producer_commits_hand_checkpoints_to_a_background_thread(mq: Minique) -
     # Then the WAL was checkpointed off the caller's thread
     assert done.wait(10), "no checkpoint ran in the background thread"
     assert mq.counts()["queued"] == CHECKPOINT_AFTER_COMMITS + 1
+
+
+def test_finish_of_a_batch_writes_only_the_outcomes_that_still_own_their_job(
+        mq: Minique) -> None:
+    from minique.store import Outcome
+
+    @mq.task
+    def work() -> None: ...
+
+    kept, lost = work(), work()
+    claimed = mq.store.claim("me", lease_until=time.time() + 60, now=time.time(), limit=2)
+    assert len(claimed) == 2
+    # The second was taken back (say its lease ran out) before the batch is written
+    mq.store.release("me", [(int(lost.id), 1)])
+
+    written = mq.store.finish([
+        Outcome(int(kept.id), "me", 1, "done", time.time(), result="1"),
+        Outcome(int(lost.id), "me", 1, "done", time.time(), result="2"),
+    ])
+
+    assert written == [True, False]
+    assert kept.status == "done"
+    assert lost.status == "queued"

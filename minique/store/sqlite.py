@@ -505,15 +505,19 @@ class SqliteStore:
         return written, jobs
 
     def _finish_in(self, conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
-        written = []
-        for o in outcomes:
-            cur = conn.execute(_FINISH, (
-                o.state, o.eta, o.result, o.error_type, o.error_message, o.traceback,
-                o.finished_at if o.state in ("done", "failed", "expired") else None,
-                o.id, o.owner, o.attempt,
-            ))
-            written.append(cur.rowcount == 1)
-        return written
+        rows = [(o.state, o.eta, o.result, o.error_type, o.error_message, o.traceback,
+                 o.finished_at if o.state in ("done", "failed", "expired") else None,
+                 o.id, o.owner, o.attempt) for o in outcomes]
+        # One executemany for the batch; its rowcount says whether every
+        # outcome still owned its job. Almost always it does; when not, redo the
+        # batch row by row to learn which ones were taken back.
+        conn.execute("SAVEPOINT finish")
+        if conn.executemany(_FINISH, rows).rowcount == len(rows):
+            conn.execute("RELEASE finish")
+            return [True] * len(rows)
+        conn.execute("ROLLBACK TO finish")
+        conn.execute("RELEASE finish")
+        return [conn.execute(_FINISH, row).rowcount == 1 for row in rows]
 
     def renew(self, owner: str, lease_until: float) -> int:
         """Extend the lease of every job ``owner`` runs; the number renewed."""
