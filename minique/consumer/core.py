@@ -29,10 +29,10 @@ from .execution import Ran, execute, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
-from .processes import ProcessRunner
 
 if TYPE_CHECKING:
     from ..app import Minique
+    from .processes import ProcessRunner
 
 log = logging.getLogger("minique")
 
@@ -278,6 +278,10 @@ class Consumer:
     def _work(self) -> None:
         runner = None
         if self.worker_type == "process":
+            # Imported here: subprocess and multiprocessing cost every consumer
+            # start-up time, and most consumers run threads.
+            from .processes import ProcessRunner
+
             runner = ProcessRunner(self.mq)
             with self._cond:
                 self._runners.append(runner)
