@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("minique")
 
 DEAD_CHECK_EVERY = 1.0
-CHECKPOINT_EVERY = 0.1
+# Commits poke the store's own checkpointer thread; this catches the rest.
+CHECKPOINT_EVERY = 1.0
 PURGE_EVERY = 60.0
 
 
