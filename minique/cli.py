@@ -126,7 +126,7 @@ def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
 
     def say(line: str) -> None:
-        print(line, file=out)
+        out.write(line + "\n")  # one write per line: Django's OutputWrapper adds no second
 
     try:
         queues = mq.store.counts_by_queue()

@@ -184,6 +184,15 @@ def test_minique_status_command_shows_the_counts(queue: DjangoMinique) -> None:
     assert [p["name"] for p in status["periodic"]] == ["djangoproj.mailer.tasks.nightly_digest"]
 
 
+def test_minique_status_command_prints_one_line_per_row(queue: DjangoMinique) -> None:
+    out = StringIO()
+    call_command("minique_status", stdout=out)
+
+    # Django's OutputWrapper must not double the line ends: no blank lines
+    assert "\n\n" not in out.getvalue()
+    assert out.getvalue().splitlines()[0].startswith("database: ")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["-w", "0"], "at least one worker"),
     (["-k", "process"], "-k process is not supported with Django"),
