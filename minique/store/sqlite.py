@@ -215,6 +215,7 @@ class SqliteStore:
         self._commits = 0
         self._checkpointer = _Checkpointer(self)
         self._init_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         _stores.add(self)
 
     # -- connections and errors ------------------------------------------------
@@ -234,7 +235,9 @@ class SqliteStore:
 
     def _forget_connections(self) -> None:
         self._db = self._make_database()
-        self._init_lock = threading.Lock()  # another thread may have held it at fork
+        # Another thread may have held these at fork; the child has no such thread.
+        self._init_lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     def _check_path(self) -> None:
         folder = self.path.parent
@@ -294,20 +297,23 @@ class SqliteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-            self._committed()
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+        # Threads of one process queue on a lock that hands over at once;
+        # SQLite's own busy handler would sleep a millisecond or more.
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
-            raise
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc) from exc
+                raise
+        self._committed()
 
     def _committed(self) -> None:
         self._commits += 1
@@ -375,7 +381,9 @@ class SqliteStore:
             job = jobs[0]
             conn = self._conn()
             try:
-                conn.execute(_ENQUEUE, _job_row(job, "scheduled" if job.eta > now else "queued"))
+                with self._write_lock:
+                    conn.execute(_ENQUEUE,
+                                 _job_row(job, "scheduled" if job.eta > now else "queued"))
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
             self._committed()
