@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,6 +33,19 @@ _TASK_OPTIONS = frozenset({
     "name", "queue", "priority", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "timeout", "expires",
 })
+
+
+_queues: weakref.WeakSet[Minique] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The wakers are consumers of the parent process: the child has none, and
+    # calling one could block on a lock held by a thread that did not fork.
+    for mq in list(_queues):
+        mq._local_wakers = []
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Minique:
@@ -69,6 +83,7 @@ class Minique:
         self.start_hooks: list[Callable[[Consumer], None]] = []
         self.stop_hooks: list[Callable[[Consumer], None]] = []
         self._local_wakers: list[Callable[[], None]] = []
+        _queues.add(self)
 
     def configure(
         self,

@@ -132,10 +132,10 @@ def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
         queues = mq.store.counts_by_queue()
         consumers = mq.store.consumers()
         slots = {name: (expr, fire) for name, expr, fire in mq.store.periodic_slots()}
+        totals = mq.counts()
     except MiniqueError as exc:
         print(f"minique: {exc}", file=sys.stderr)
         return 2
-    totals = mq.counts()
     periodic = []
     for name, task in sorted(mq.periodic_tasks.items()):
         assert task.periodic is not None

@@ -40,9 +40,12 @@ class Result(Generic[R]):
 
     def _key(self) -> int:
         try:
-            return int(self.id)
+            key = int(self.id)
         except ValueError:
-            raise LookupError(f"{self.id!r} is not a minique task id") from None
+            key = -1
+        if not 0 <= key < 2**63:
+            raise LookupError(f"{self.id!r} is not a minique task id")
+        return key
 
     def _record(self) -> JobRecord:
         record = self._mq.store.read(self._key())

@@ -115,6 +115,8 @@ class JSONSerializer:
     def dumps(self, value: Any) -> Stored:
         try:
             return _encoder.encode(_encode(value))
+        except (ValueError, OverflowError) as exc:  # e.g. an int of more than 4,300 digits
+            raise SerializationError(f"cannot store the value as JSON: {exc}") from exc
         except RecursionError as exc:
             raise SerializationError("cannot store a value that contains itself") from exc
 

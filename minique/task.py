@@ -43,7 +43,8 @@ class TaskOptions:
 
         need(bool(self.name) and isinstance(self.name, str), "name must be a non-empty string")
         need(bool(self.queue) and isinstance(self.queue, str), "queue must be a non-empty string")
-        need(isinstance(self.priority, int), "priority must be an int")
+        need(isinstance(self.priority, int) and -(2**63) <= self.priority < 2**63,
+             "priority must be an int that fits in 64 bits")
         need(isinstance(self.retries, int) and self.retries >= 0, "retries must be an int >= 0")
         need(self.retry_delay >= 0, "retry_delay must be >= 0 seconds")
         need(self.retry_backoff >= 1, "retry_backoff must be >= 1")

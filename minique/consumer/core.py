@@ -25,7 +25,7 @@ from ..errors import MiniqueError
 from ..store import ClaimedJob, ConsumerInfo
 from ..task import TaskOptions
 from ..wakeup import Listener
-from .execution import Ran, execute, timed_out
+from .execution import Ran, execute, internal_error, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
@@ -185,12 +185,40 @@ class Consumer:
                 self._abandon = True
                 self._cond.notify_all()
             self._dispatcher.join()
+        try:
+            self._put_back_the_rest()
+        finally:
+            self._shutdown()
+
+    def _put_back_the_rest(self) -> None:
+        # Kill process workers first: a released attempt must not go on
+        # running in a child while another consumer starts it again.
+        for runner in list(self._runners):
+            runner.close()
+        # Outcomes that came in after the dispatcher's last write are of tasks
+        # that finished: write them, so that the release below cannot requeue
+        # a finished task.
+        with self._cond:
+            late, self._ran = self._ran, []
+        if late:
+            try:
+                self.mq.store.finish([r.outcome for r in late])
+            except MiniqueError as exc:
+                log.error("could not record %d finished task(s) at shutdown (%s); they will "
+                          "run again when their lease runs out", len(late), exc)
+                return  # releasing now would requeue them at once
+            for r in late:
+                log.log(r.level, r.message)
         # Whatever still runs after the grace period goes back to the queue now;
         # a stale outcome of it can no longer be written (the owner guard).
-        released = self.mq.store.release(self.id)
+        try:
+            released = self.mq.store.release(self.id)
+        except MiniqueError as exc:
+            log.error("could not put back the running tasks (%s); they will run again when "
+                      "their lease runs out", exc)
+            return
         if released:
             log.warning("put back %d task(s) still running after the grace period", released)
-        self._shutdown()
 
     def _shutdown(self) -> None:
         if self.wake in self.mq._local_wakers:
@@ -199,8 +227,6 @@ class Consumer:
             self._housekeeper.stop()
         for _ in self._threads:
             self._jobs.put(None)
-        for runner in self._runners:
-            runner.close()  # a task still running there past the grace is killed
         if self._listener is not None:
             self._listener.close()
         try:
@@ -292,16 +318,14 @@ class Consumer:
                     return
                 task = self.mq.tasks.get(job.name)
                 timeout = None if task is None else task.options.timeout
-                if runner is not None:
-                    ran = runner.run(job, self.id, timeout)
-                elif timeout is None or task is None:
-                    ran = execute(self.mq, job, self.id)
+                if runner is not None or timeout is None or task is None:
+                    ran = self._attempt(job, runner, timeout)
                 else:
                     with self._cond:
                         self._watched[job.id, job.attempt] = _Watch(
                             job, task.options, timeout, time.monotonic() + timeout)
                         self._cond.notify()
-                    ran = execute(self.mq, job, self.id)
+                    ran = self._attempt(job, None, timeout)
                     with self._cond:
                         if self._watched.pop((job.id, job.attempt), None) is None:
                             # The dispatcher gave up on this attempt at its timeout,
@@ -315,6 +339,18 @@ class Consumer:
         finally:
             if runner is not None:
                 runner.close()
+
+    def _attempt(self, job: ClaimedJob, runner: ProcessRunner | None,
+                 timeout: float | None) -> Ran:
+        # execute() handles the task's own errors; this is for minique's: a
+        # worker that died would leave its job "running" with a renewed lease.
+        try:
+            if runner is not None:
+                return runner.run(job, self.id, timeout)
+            return execute(self.mq, job, self.id)
+        except BaseException as exc:
+            log.exception("%s[%s]: the worker failed around the task", job.name, job.id)
+            return internal_error(job, self.id, exc)
 
     def _take_timed_out(self) -> list[Ran]:
         # Called with self._cond held. A thread cannot be killed: record the
@@ -340,8 +376,8 @@ class Consumer:
 
     def _dispatch(self) -> None:
         store = self.mq.store
-        version = store.data_version()
-        self._next_eta = store.next_scheduled_eta()
+        version = self._data_version()
+        self._refresh_next_eta()
         failures = 0
         while True:
             with self._cond:
@@ -360,19 +396,21 @@ class Consumer:
                 if limit > 0:
                     self._hint = False  # consumed: a nudge from now on sets it again
             now = time.time()
-            promote = self._next_eta is not None and self._next_eta <= now
             if limit > 0 and not hint:
-                current = store.data_version()
-                hint = promote or current != version
+                current = self._data_version()
+                hint = current != version or (self._next_eta is not None
+                                              and self._next_eta <= now)
                 version = current
             if limit <= 0 or not hint:
                 limit = 0
             if not ran and not limit and not leave:
                 continue
             try:
+                # Every claim first promotes scheduled jobs whose time has come
+                # (cheap: an index range), so they never wait behind a backlog.
                 written, claimed = store.exchange(
                     [r.outcome for r in ran], self.id, now + self.mq.lease, now, limit,
-                    self.queues, promote)
+                    self.queues, promote=limit > 0)
             except MiniqueError as exc:
                 failures += 1
                 log.error("cannot reach the queue database (attempt %d): %s", failures, exc)
@@ -411,7 +449,20 @@ class Consumer:
             if requeued or (limit and len(claimed) == limit):
                 self._hint = True  # there may be more where these came from
         if limit and len(claimed) < limit:
+            self._refresh_next_eta()
+
+    def _data_version(self) -> int:
+        try:
+            return self.mq.store.data_version()
+        except MiniqueError:
+            return -1  # unknown: the next look claims, and reports the error if it persists
+
+    def _refresh_next_eta(self) -> None:
+        try:
             self._next_eta = self.mq.store.next_scheduled_eta()
+        except MiniqueError as exc:
+            log.debug("could not read the next scheduled time: %s", exc)
+            self._next_eta = None
 
     def _should_wake(self) -> bool:
         if self._ran or self._abandon:
@@ -424,7 +475,9 @@ class Consumer:
 
     def _sleep_time(self) -> float:
         wait = self.poll_interval
-        if self._next_eta is not None:
+        # The next eta only matters when a job could be claimed for it; while
+        # every worker is busy (or we are stopping) it would make a busy loop.
+        if self._next_eta is not None and not self._stopping and self._capacity() > 0:
             wait = min(wait, max(self._next_eta - time.time(), 0.0))
         if self._watched:
             deadline = min(w.deadline for w in self._watched.values())
@@ -456,5 +509,10 @@ class Consumer:
     # -- for the housekeeper -----------------------------------------------------------------
 
     def holds_jobs(self) -> bool:
-        """True while some claimed job has not been written back."""
-        return self._inflight > 0
+        """True while some claimed job has not been written back by a live dispatcher.
+
+        Leases are renewed only then: were the dispatcher gone, its jobs must
+        be let go to another consumer when their leases run out.
+        """
+        dispatcher = self._dispatcher
+        return self._inflight > 0 and dispatcher is not None and dispatcher.is_alive()

@@ -102,6 +102,13 @@ def _run_hooked(mq: Minique, attempt: Attempt, fn: Callable[..., Any], args: tup
     return value, raised
 
 
+def internal_error(job: ClaimedJob, owner: str, exc: BaseException) -> Ran:
+    """A failed outcome for an attempt that minique itself could not carry out."""
+    return _failed(job, owner, "InternalError",
+                   f"minique failed while running the task: {type(exc).__name__}: {exc}",
+                   traceback.format_exc())
+
+
 def timed_out(job: ClaimedJob, owner: str, options: TaskOptions, timeout: float) -> Ran:
     """The outcome of an attempt that ran past its timeout: retried if retries remain."""
     error = TaskTimeout(f"the attempt ran longer than its timeout of {timeout:g} s")

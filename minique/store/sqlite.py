@@ -54,6 +54,7 @@ AUTOCHECKPOINT_PAGES = 10_000
 AUTOCHECKPOINT_PAGES_FULL = 1_000
 WAL_RESTART_BYTES = 16 * 1024 * 1024
 CHECKPOINT_AFTER_COMMITS = 500
+RESTART_WAIT_MS = 100
 
 # Each step upgrades the schema from version N-1 to N, in one transaction.
 # Version 1 is the first released schema: it is created from the models.
@@ -448,8 +449,16 @@ class SqliteStore:
             size = os.stat(f"{self.path}-wal").st_size
         except OSError:
             return
-        mode = "RESTART" if size > WAL_RESTART_BYTES else "PASSIVE"
-        self._read(f"PRAGMA wal_checkpoint({mode})")
+        if size <= WAL_RESTART_BYTES:
+            self._read("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        # RESTART holds writers back until readers let go: never for long. If a
+        # reader stays (an open sqlite3 shell), give up now and try next time.
+        self._read(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+        try:
+            self._read("PRAGMA wal_checkpoint(RESTART)")
+        finally:
+            self._read(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the file."""
