@@ -67,7 +67,7 @@ class Consumer:
 
     def __init__(
         self, mq: Minique, workers: int = 4, queues: Sequence[str] | None = None,
-        periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.1,
+        periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.25,
         worker_type: WorkerType = "thread",
     ) -> None:
         if workers < 1:
