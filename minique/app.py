@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .crontab import Crontab, resolve_zone
-from .errors import ConfigurationError, DuplicateJobId, Retry
+from .errors import ConfigurationError, DuplicateJobId
 from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
 from .result import Result
@@ -324,8 +324,7 @@ class Minique:
                 outcome = Outcome(job.id, "immediate", number, "done", time.time(),
                                   result=self.serializer.dumps(value))
             except Exception as exc:
-                retryable = isinstance(exc, (Retry, *task.options.retry_on))
-                if retryable and number < job.max_attempts:
+                if task.options.retries_on(exc) and number < job.max_attempts:
                     continue
                 outcome = Outcome(job.id, "immediate", number, "failed", time.time(),
                                   error_type=type(exc).__name__, error_message=str(exc),

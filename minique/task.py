@@ -57,6 +57,16 @@ class TaskOptions:
                                                   | dt.datetime),
              "expires must be seconds, a timedelta or a datetime")
 
+    def retries_on(self, error: BaseException) -> bool:
+        """Whether ``error`` calls for another attempt (if any remain).
+
+        ``Retry`` and a timeout always do; anything else when it is one of
+        ``retry_on``.
+        """
+        from .errors import Retry, TaskTimeout
+
+        return isinstance(error, (Retry, TaskTimeout, *self.retry_on))
+
     def retry_wait(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
         wait = min(self.retry_delay * self.retry_backoff ** (retry_number - 1),

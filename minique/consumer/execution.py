@@ -120,7 +120,7 @@ def after_error(job: ClaimedJob, owner: str, options: TaskOptions, exc: BaseExce
     """The outcome of an attempt that raised ``exc``: a retry if allowed, else failed."""
     error_type = type(exc).__name__
     message = str(exc)
-    retryable = isinstance(exc, (Retry, TaskTimeout, *options.retry_on))
+    retryable = options.retries_on(exc)
     if not retryable or job.attempt >= job.max_attempts:
         ran = _failed(job, owner, error_type, message, tb, duration)
         if retryable and job.max_attempts > 1:

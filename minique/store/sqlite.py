@@ -64,6 +64,8 @@ _ENQUEUE = (
     "INSERT INTO jobs (id, name, queue, priority, state, payload, eta, expires, attempts,"
     " max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
 )
+# Immediate mode: the call ran in the caller, as attempt N of an owner of its own.
+_MARK_RAN_HERE = "UPDATE jobs SET owner = ?, attempts = ?, started_at = ? WHERE id = ?"
 _PROMOTE_DUE = "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND eta <= ?"
 _NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
 _CLAIM = (
@@ -142,7 +144,6 @@ _PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
 # Firing is a compare-and-set on the stored slot: of all the consumers that
 # saw the slot come due, exactly one moves it on and enqueues the job.
 _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = ? WHERE name = ? AND next_fire = ?"
-_OWNERS_RUNNING = "SELECT DISTINCT owner FROM jobs WHERE state = 'running'"
 
 def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
     return (job.id, job.name, job.queue, job.priority, state, job.payload, job.eta, job.expires,
@@ -398,7 +399,7 @@ class SqliteStore:
         with self._write() as conn:
             conn.execute(_ENQUEUE, _job_row(job, "running"))
             conn.execute(
-                "UPDATE jobs SET owner = ?, attempts = ?, started_at = ? WHERE id = ?",
+                _MARK_RAN_HERE,
                 (outcome.owner, outcome.attempt, job.created_at, job.id),
             )
             self._finish_in(conn, [outcome])
@@ -646,7 +647,3 @@ class SqliteStore:
     def periodic_slots(self) -> list[tuple[str, str, float]]:
         """``(name, crontab, next_fire)`` of every stored periodic slot."""
         return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]  # type: ignore[arg-type]
-
-    def running_owners(self) -> set[str]:
-        """The ids of consumers that hold running jobs."""
-        return {str(row[0]) for row in self._read(_OWNERS_RUNNING)}
