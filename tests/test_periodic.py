@@ -524,7 +524,8 @@ def test_consumer_with_no_periodic_fires_nothing(
     # Given a consumer started with --no-periodic on the every-second module
     root = app_dir("ticks", APP)
     proc = start_consumer_process(spawn, "--no-periodic")
-    assert "periodic: off" in proc.output()
+    wait_for(lambda: "periodic: off" in proc.output(), timeout=15,
+             what="a banner saying periodic tasks are off")
 
     # When it serves ordinary tasks while two slots pass
     mq = Minique(db_path)
