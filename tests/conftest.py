@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,14 @@ def start_consumer() -> Iterator[Callable[..., Consumer]]:
     yield start
     for consumer in started:
         consumer.stop(timeout=5)
+
+
+@pytest.fixture
+def gate(start_consumer: Callable[..., Consumer]) -> Iterator[threading.Event]:
+    """An event that blocked tasks wait on; set after the test, before its consumers stop."""
+    event = threading.Event()
+    yield event
+    event.set()
 
 
 class Proc:

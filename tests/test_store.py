@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +74,35 @@ def test_opening_an_existing_database_keeps_its_tasks(mq: Minique, db_path: Path
 
     assert again.result(job_id).status == "queued"
     assert sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_consumer_on_an_existing_database_runs_without_importing_peewee(
+        mq: Minique, db_path: Path, tmp_path: Path) -> None:
+    # Given a database created here (peewee renders its tables) and a module of tasks
+    mq.counts()
+    (tmp_path / "jobs.py").write_text(textwrap.dedent(f"""
+        from minique import Minique
+        mq = Minique({str(db_path)!r})
+
+        @mq.task(name="add")
+        def add(a, b):
+            return a + b
+    """))
+    script = textwrap.dedent("""
+        import sys
+        import jobs
+        with jobs.mq.consumer(workers=2):
+            assert jobs.add(2, 3).get(timeout=15) == 5
+        print("peewee" in sys.modules)
+    """)
+
+    # When another process enqueues and consumes on it
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+
+    # Then it never imported peewee: start-up does not pay for it
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_database_of_a_newer_schema_is_refused_naming_both_versions(db_path: Path) -> None:

@@ -36,14 +36,6 @@ from minique.consumer import Consumer
 StartConsumer = Callable[..., Consumer]
 
 
-@pytest.fixture
-def gate(start_consumer: StartConsumer) -> Iterator[threading.Event]:
-    """An event hung tasks wait on; set after the test, before its consumers stop."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
 def failure(result: Any, timeout: float = 10.0) -> TaskError:
     with pytest.raises(TaskError) as raised:
         result.get(timeout=timeout)
@@ -128,20 +120,28 @@ def test_timed_out_thread_is_replaced_so_other_tasks_still_run(
         stuck_on.append(threading.current_thread())
         gate.wait(10)
 
-    @mq.task
+    # (with one thread worker, tasks with a timeout run on a worker thread that
+    # the dispatcher watches; the others run on the dispatcher's own thread)
+    @mq.task(timeout=5)
     def quick() -> str:
+        return threading.current_thread().name
+
+    @mq.task
+    def untimed() -> str:
         return threading.current_thread().name
 
     start_consumer(mq, workers=1)
     assert failure(hang()).error_type == "TaskTimeout"
 
-    # When another task is enqueued while that thread is still stuck
+    # When other tasks are enqueued while that thread is still stuck
     ran_on = quick().get(timeout=10)
+    also_ran_on = untimed().get(timeout=10)
 
-    # Then it runs, on a new worker thread
+    # Then they run, the one with a timeout on a new worker thread
     assert stuck_on[0].is_alive() and not gate.is_set()
     assert ran_on is not None and ran_on.startswith("minique-worker")
     assert ran_on != stuck_on[0].name
+    assert also_ran_on == "minique-dispatcher"
 
 
 def test_stuck_attempt_keeps_running_and_its_outcome_is_ignored(

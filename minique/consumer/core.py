@@ -6,6 +6,14 @@ new jobs as there are free workers (plus a small buffer while tasks are
 short). A busy consumer therefore finishes and claims in batches, one commit
 each; an idle one sleeps until a producer's nudge, a poll of the database's
 data version, or the next scheduled eta.
+
+With a single thread worker the dispatcher runs the tasks itself (see
+``_run_pending``): handing each job to another thread and back would cost a
+queue and a thread switch per task, more than a no-op task. Tasks with a
+timeout still go to a worker thread, which the dispatcher watches, and a
+flusher thread writes the outcomes that would otherwise wait behind a long
+task (a finished task must not stay unrecorded, where a crash would run it
+again).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -42,6 +51,9 @@ log = logging.getLogger("minique")
 SHORT_TASK = 0.02
 BUFFER_PER_WORKER = 4
 MIN_BUFFER = 16
+# A dispatcher running tasks itself writes their outcomes at least this often;
+# while one task runs longer, the flusher writes those finished before it.
+INLINE_WRITE_EVERY = 0.005
 
 
 WorkerType = Literal["thread", "process"]
@@ -88,6 +100,16 @@ class Consumer:
         self._ran: list[Ran] = []
         self._jobs: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self._inflight = 0  # claimed and not yet written back
+        self._handed = 0  # given to worker threads and not yet handed back
+        # One thread worker: the dispatcher runs the tasks (module docstring).
+        self._inline = workers == 1 and worker_type == "thread"
+        self._pending: deque[ClaimedJob] = deque()  # claimed, for the dispatcher to run
+        self._in_task = False  # the dispatcher is running a task
+        self._task_seq = 0  # tasks the dispatcher has started
+        self._busy = threading.Event()  # the dispatcher has jobs of its own to run
+        self._flusher: threading.Thread | None = None
+        self._taken_over = False  # stop() gave up waiting for the dispatcher's task
+        self._dispatched = False  # the dispatcher has left
         self._hint = True  # the store may hold ready work
         self._stopping = False
         self._abandon = False  # grace is over: write what is done and leave
@@ -140,6 +162,10 @@ class Consumer:
         self._dispatcher = threading.Thread(target=self._dispatch, name="minique-dispatcher",
                                             daemon=True)
         self._dispatcher.start()
+        if self._inline:
+            self._flusher = threading.Thread(target=self._flush_held, name="minique-flusher",
+                                             daemon=True)
+            self._flusher.start()
         self._housekeeper.start()
         if self.periodic and self.mq.periodic_tasks:
             self._scheduler = PeriodicScheduler(self)
@@ -179,12 +205,21 @@ class Consumer:
         else:
             log.info("stopping: no new tasks; waiting up to %g s for running ones", timeout)
         assert self._dispatcher is not None
-        self._dispatcher.join(timeout)
-        if self._dispatcher.is_alive():
-            with self._cond:
+        with self._cond:
+            # Until the dispatcher is done, the grace is over, or a second
+            # signal says not to wait.
+            self._cond.wait_for(lambda: self._dispatched or self._abandon, timeout)
+            if not self._dispatched:
                 self._abandon = True
+                # A dispatcher inside a task of its own cannot come back now:
+                # put back for it, and have it drop what it finishes.
+                self._taken_over = self._in_task
                 self._cond.notify_all()
+        if not self._taken_over:
             self._dispatcher.join()
+        if self._flusher is not None:
+            self._busy.set()  # it leaves once it sees the dispatcher gone or abandoned
+            self._flusher.join()
         try:
             self._put_back_the_rest()
         finally:
@@ -335,6 +370,7 @@ class Consumer:
                             return
                 with self._cond:
                     self._ran.append(ran)
+                    self._handed -= 1
                     self._cond.notify()
         finally:
             if runner is not None:
@@ -360,6 +396,7 @@ class Consumer:
         expired = [w for w in self._watched.values() if w.deadline <= now]
         for watch in expired:
             del self._watched[watch.job.id, watch.job.attempt]
+            self._handed -= 1
             log.error("%s[%s] passed its timeout of %g s; a new worker thread takes its place "
                       "(the old one cannot be stopped)", watch.job.name, watch.job.id,
                       watch.timeout)
@@ -375,6 +412,15 @@ class Consumer:
         return self.workers + buffer - self._inflight
 
     def _dispatch(self) -> None:
+        try:
+            self._dispatch_loop()
+        finally:
+            with self._cond:
+                self._dispatched = True
+                self._cond.notify_all()
+            self._busy.set()
+
+    def _dispatch_loop(self) -> None:
         store = self.mq.store
         version = self._data_version()
         self._refresh_next_eta()
@@ -386,12 +432,15 @@ class Consumer:
                 stopping = self._stopping
             if stopping:
                 self._release_buffered()
+            elif self._pending and not self._run_pending():
+                return
             with self._cond:
                 ran, self._ran = self._ran, []
                 if self._watched:
                     ran.extend(self._take_timed_out())
                 leave = self._abandon or (self._stopping and self._inflight == len(ran))
-                limit = 0 if self._stopping else self._capacity()
+                # The outcomes written in this transaction free their slots in it.
+                limit = 0 if self._stopping else self._capacity() + len(ran)
                 hint = self._hint
                 if limit > 0:
                     self._hint = False  # consumed: a nudge from now on sets it again
@@ -442,14 +491,84 @@ class Consumer:
                 self._next_eta = eta if self._next_eta is None else min(self._next_eta, eta)
             self._avg_duration = r.duration if self._avg_duration is None \
                 else 0.8 * self._avg_duration + 0.2 * r.duration
-        for job in claimed:
-            self._jobs.put(job)
         with self._cond:
             self._inflight += len(claimed) - len(ran)
+            for job in claimed:
+                # With one thread worker the dispatcher runs jobs itself, unless
+                # the job needs a timeout watch, or jobs handed over earlier are
+                # not back yet (one task at a time, in order).
+                if self._inline and not self._handed and not self._timeout_of(job):
+                    self._pending.append(job)
+                    self._busy.set()
+                else:
+                    self._handed += 1
+                    self._jobs.put(job)
             if requeued or (limit and len(claimed) == limit):
                 self._hint = True  # there may be more where these came from
         if limit and len(claimed) < limit:
             self._refresh_next_eta()
+
+    def _timeout_of(self, job: ClaimedJob) -> float | None:
+        task = self.mq.tasks.get(job.name)
+        return None if task is None else task.options.timeout
+
+    def _run_pending(self) -> bool:
+        """Run claimed jobs in this (the dispatcher's) thread, for a while.
+
+        Returns after INLINE_WRITE_EVERY, so that outcomes are written and
+        more jobs claimed, or when no job is left. Returns False if ``stop()``
+        gave up waiting for a task that ran past the grace period: everything
+        was put back for this thread, which must now leave without a write.
+        """
+        began = time.monotonic()
+        while self._pending:
+            with self._cond:
+                if self._stopping:
+                    return True  # the loop puts back what was not started
+                job = self._pending.popleft()
+                self._in_task = True
+                self._task_seq += 1
+            ran = self._attempt(job, None, None)
+            with self._cond:
+                self._in_task = False
+                if self._taken_over:
+                    log.warning("%s: ignored, the task ran past the grace period and was put "
+                                "back", ran.message)
+                    return False
+                self._ran.append(ran)  # where stop() finds it, should a later task hang
+            if time.monotonic() - began >= INLINE_WRITE_EVERY:
+                break
+        return True
+
+    def _flush_held(self) -> None:
+        # Wakes every INLINE_WRITE_EVERY while the dispatcher runs tasks (never
+        # per task), and writes the outcomes it holds once one task has been
+        # running for a whole period.
+        seen = -1
+        while True:
+            self._busy.wait()
+            time.sleep(INLINE_WRITE_EVERY)
+            with self._cond:
+                if self._dispatched or self._abandon:
+                    return
+                if not self._in_task:
+                    if not self._pending:
+                        self._busy.clear()  # set again, under this lock, by the next claim
+                    continue
+                if self._task_seq != seen:
+                    seen = self._task_seq  # a task started since the last look
+                    continue
+                ran, self._ran = self._ran, []
+            if not ran:
+                continue
+            try:
+                written = self.mq.store.finish([r.outcome for r in ran])
+            except MiniqueError as exc:
+                log.error("cannot reach the queue database: %s", exc)
+                with self._cond:
+                    self._ran[:0] = ran  # the dispatcher writes them after its task
+                continue
+            self._after_exchange(ran, written, [], 0)
 
     def _data_version(self) -> int:
         try:
@@ -465,7 +584,7 @@ class Consumer:
             self._next_eta = None
 
     def _should_wake(self) -> bool:
-        if self._ran or self._abandon:
+        if self._ran or self._abandon or self._pending:
             return True
         if self._watched and min(w.deadline for w in self._watched.values()) <= time.monotonic():
             return True
@@ -487,7 +606,9 @@ class Consumer:
     def _release_buffered(self) -> None:
         # Jobs claimed ahead of free workers have not started: give them back
         # without using an attempt, so another consumer can take them now.
-        buffered: list[ClaimedJob] = []
+        buffered: list[ClaimedJob] = list(self._pending)
+        self._pending.clear()
+        handed = 0
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -495,6 +616,9 @@ class Consumer:
                 break
             if job is not None:
                 buffered.append(job)
+                handed += 1
+        with self._cond:
+            self._handed -= handed
         if not buffered:
             return
         try:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import peewee as pw
 
-_sql_only = pw.SqliteDatabase(None)
+from .schema import SCHEMA_VERSION
 
-# Bump on every change to the tables below and add a step to MIGRATIONS in
-# store/sqlite.py; a file written by an older minique is upgraded in place.
-SCHEMA_VERSION = 1
+__all__ = ["INDEXES", "MODELS", "SCHEMA_VERSION", "ConsumerRecord", "Job", "PeriodicSlot",
+           "create_statements"]
+
+_sql_only = pw.SqliteDatabase(None)
 
 
 class BaseModel(pw.Model):
@@ -100,7 +101,11 @@ INDEXES = (
 
 
 def create_statements() -> list[str]:
-    """The DDL of schema version 1, rendered by peewee from the models above."""
+    """The DDL of the current schema, rendered by peewee from the models above.
+
+    A change to the models also needs a step in ``schema.migration`` and a
+    new ``SCHEMA_VERSION``.
+    """
     statements = []
     for model in MODELS:
         schema = model._schema  # type: ignore[attr-defined]

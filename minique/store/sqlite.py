@@ -3,7 +3,8 @@
 Writes are short ``BEGIN IMMEDIATE`` transactions (no lock upgrade can
 deadlock); reads run in autocommit and are always fetched to the end, so no
 read transaction stays open to stop WAL checkpoints. Each thread has its own
-connection, managed by peewee.
+connection, opened on first use. The tables are peewee models (models.py),
+rendered to DDL when a file is created or upgraded (schema.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-import peewee as pw
-
 from ..errors import (
     ConfigurationError,
     DatabaseError,
@@ -28,7 +27,6 @@ from ..errors import (
     MiniqueError,
     SchemaVersionError,
 )
-from .models import SCHEMA_VERSION, create_statements
 from .records import (
     STATES,
     ClaimedJob,
@@ -38,6 +36,7 @@ from .records import (
     Outcome,
     Reaped,
 )
+from .schema import SCHEMA_VERSION, migration
 
 log = logging.getLogger("minique")
 
@@ -55,10 +54,6 @@ AUTOCHECKPOINT_PAGES_FULL = 1_000
 WAL_RESTART_BYTES = 16 * 1024 * 1024
 CHECKPOINT_AFTER_COMMITS = 500
 RESTART_WAIT_MS = 100
-
-# Each step upgrades the schema from version N-1 to N, in one transaction.
-# Version 1 is the first released schema: it is created from the models.
-MIGRATIONS: dict[int, list[str]] = {1: create_statements()}
 
 _ENQUEUE = (
     "INSERT INTO jobs (id, name, queue, priority, state, payload, eta, expires, attempts,"
@@ -183,6 +178,42 @@ class _Checkpointer:
             del store
 
 
+class _Connections:
+    """One SQLite connection per thread, opened on first use with the store's pragmas.
+
+    A thread's connection closes when the thread ends (its ``threading.local``
+    slot is released); ``close()`` closes the calling thread's now.
+    """
+
+    def __init__(self, path: Path, timeout: float, pragmas: Sequence[tuple[str, object]]) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._pragmas = pragmas
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit (isolation_level=None): every transaction is an explicit
+            # BEGIN IMMEDIATE ... COMMIT of ours, never one the module opens.
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                for name, value in self._pragmas:
+                    conn.execute(f"PRAGMA {name} = {value}")
+            except BaseException:
+                conn.close()
+                raise
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
+
 _stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
 
 
@@ -222,17 +253,15 @@ class SqliteStore:
 
     # -- connections and errors ------------------------------------------------
 
-    def _make_database(self) -> pw.SqliteDatabase:
+    def _make_database(self) -> _Connections:
         autocheckpoint = AUTOCHECKPOINT_PAGES if self.synchronous in ("off", "normal") \
             else AUTOCHECKPOINT_PAGES_FULL
-        return pw.SqliteDatabase(
-            str(self.path),
-            pragmas=[("journal_mode", "wal"), ("synchronous", self.synchronous),
-                     ("foreign_keys", 0), ("wal_autocheckpoint", autocheckpoint),
-                     # when the WAL starts over, cut the file back to this size
-                     ("journal_size_limit", WAL_RESTART_BYTES)],
-            timeout=self.busy_timeout,
-            check_same_thread=False,
+        return _Connections(
+            self.path, self.busy_timeout,
+            [("journal_mode", "wal"), ("synchronous", self.synchronous),
+             ("foreign_keys", 0), ("wal_autocheckpoint", autocheckpoint),
+             # when the WAL starts over, cut the file back to this size
+             ("journal_size_limit", WAL_RESTART_BYTES)],
         )
 
     def _forget_connections(self) -> None:
@@ -290,11 +319,9 @@ class SqliteStore:
         if not self._ready:
             self._initialize()
         try:
-            conn: sqlite3.Connection = self._db.connection()  # type: ignore[no-untyped-call]
-        except (sqlite3.Error, pw.PeeweeException) as exc:
-            cause = exc if isinstance(exc, sqlite3.Error) else sqlite3.Error(str(exc))
-            raise self._translate(cause) from exc
-        return conn
+            return self._db.get()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -335,10 +362,9 @@ class SqliteStore:
             if self._ready:
                 return
             try:
-                conn = self._db.connection()  # type: ignore[no-untyped-call]
-            except (sqlite3.Error, pw.PeeweeException) as exc:
-                cause = exc if isinstance(exc, sqlite3.Error) else sqlite3.Error(str(exc))
-                raise self._translate(cause) from exc
+                conn = self._db.get()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
             try:
                 self._migrate(conn)
             except sqlite3.Error as exc:
@@ -359,7 +385,8 @@ class SqliteStore:
             # Another process may have migrated while we waited for the lock.
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[step]:
+                # Each step upgrades from version N-1 to N, all in this transaction.
+                for statement in migration(step):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -370,8 +397,7 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        if not self._db.is_closed():
-            self._db.close()
+        self._db.close()
 
     # -- producers ---------------------------------------------------------------
 
