@@ -10,6 +10,7 @@ grace period.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -125,3 +126,102 @@ def test_stop_puts_back_a_task_that_runs_past_the_grace(
     wait_for(lambda: "ran past the grace period" in caplog.text, timeout=10,
              what="the warning that the late outcome is ignored")
     assert result.status == "queued"
+
+
+def test_a_task_with_a_timeout_waits_for_the_task_before_it(
+        mq: Minique, start_consumer: StartConsumer) -> None:
+    # Given a task with a timeout queued behind a slower one without, in one batch
+    lock = threading.Lock()
+    running: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+
+    def body(label: str, pause: float) -> None:
+        with lock:
+            running.append(label)
+            if len(running) > 1:
+                overlaps.append(tuple(running))
+        time.sleep(pause)
+        with lock:
+            running.remove(label)
+
+    @mq.task
+    def untimed(label: str, pause: float) -> None:
+        body(label, pause)
+
+    @mq.task(timeout=10)
+    def timed(label: str, pause: float) -> None:
+        body(label, pause)
+
+    results = [untimed("u0", 0), untimed("u1", 0), untimed("u2", 0.3), timed("t3", 0.01),
+               untimed("u4", 0)]
+
+    # When a consumer of one worker runs them
+    start_consumer(mq, workers=1)
+    for result in results:
+        result.get(timeout=10)
+
+    # Then the one with a timeout did not start before the slow one ended
+    assert overlaps == []
+
+
+def test_stop_past_the_grace_runs_nothing_it_put_back(
+        mq: Minique, gate: threading.Event) -> None:
+    # Given a consumer of one worker stuck in a task, with a task with a
+    # timeout and another one claimed behind it
+    ran: list[str] = []
+
+    @mq.task
+    def untimed(label: str, block: bool) -> None:
+        if block:
+            gate.wait(15)
+        ran.append(label)
+
+    @mq.task(timeout=30)
+    def timed(label: str) -> None:
+        ran.append(label)
+
+    results = [untimed("u0", False), untimed("u1", False), untimed("u2", True), timed("t3"),
+               untimed("u4", False)]
+    consumer = mq.consumer(workers=1)
+    consumer.start()
+    wait_for(lambda: results[2].status == "running" and results[4].status == "running",
+             timeout=10, what="the stuck task to run and the last one to be claimed")
+
+    # When it is stopped past the grace, and the stuck task ends after that
+    consumer.stop(timeout=0.2)
+    assert [r.status for r in results[2:]] == ["queued"] * 3
+    gate.set()
+    wait_for(lambda: "u2" in ran, timeout=10, what="the stuck task to end")
+
+    # Then none of the tasks it put back ran in this consumer
+    time.sleep(0.2)  # room for a wrongly started task to show
+    assert ran == ["u0", "u1", "u2"]
+
+
+def test_second_signal_before_the_stop_claims_nothing_more(
+        mq: Minique, gate: threading.Event, start_consumer: StartConsumer) -> None:
+    # Given a consumer running a task, and another task queued
+    ran: list[str] = []
+
+    @mq.task
+    def blocker() -> None:
+        gate.wait(15)
+
+    @mq.task(timeout=30)
+    def later() -> None:
+        ran.append("later")
+
+    consumer = start_consumer(mq, workers=1)
+    first = blocker()
+    wait_for(lambda: first.status == "running", timeout=10, what="the first task to start")
+    queued = later()
+
+    # When two signals come before run() has begun to stop, and the task ends
+    consumer._on_signal(signal.SIGTERM, None)
+    consumer._on_signal(signal.SIGTERM, None)
+    gate.set()
+    wait_for(lambda: first.status == "done", timeout=10, what="the first task to be recorded")
+
+    # Then the queued task was not claimed
+    time.sleep(0.2)  # room for a wrongly claimed task to start
+    assert ran == [] and queued.status == "queued"

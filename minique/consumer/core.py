@@ -432,7 +432,7 @@ class Consumer:
                 stopping = self._stopping
             if stopping:
                 self._release_buffered()
-            elif self._pending and not self._run_pending():
+            elif self._pending and not self._handed and not self._run_pending():
                 return
             with self._cond:
                 ran, self._ran = self._ran, []
@@ -440,7 +440,8 @@ class Consumer:
                     ran.extend(self._take_timed_out())
                 leave = self._abandon or (self._stopping and self._inflight == len(ran))
                 # The outcomes written in this transaction free their slots in it.
-                limit = 0 if self._stopping else self._capacity() + len(ran)
+                limit = 0 if self._stopping or self._abandon \
+                    else self._capacity() + len(ran)
                 hint = self._hint
                 if limit > 0:
                     self._hint = False  # consumed: a nudge from now on sets it again
@@ -477,31 +478,30 @@ class Consumer:
 
     def _after_exchange(self, ran: list[Ran], written: list[bool], claimed: list[ClaimedJob],
                         limit: int) -> None:
-        requeued = False
         for r, ok in zip(ran, written, strict=True):
             if ok:
                 log.log(r.level, r.message)
             else:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
-            eta = r.outcome.eta
-            if r.outcome.state == "queued":
-                requeued = True  # a retry without a wait: ready now
-            elif r.outcome.state == "scheduled" and eta is not None:
-                self._next_eta = eta if self._next_eta is None else min(self._next_eta, eta)
-            self._avg_duration = r.duration if self._avg_duration is None \
-                else 0.8 * self._avg_duration + 0.2 * r.duration
+        requeued = False
+        # Under the lock: with one worker, the flusher's writes come here too.
         with self._cond:
+            for r in ran:
+                eta = r.outcome.eta
+                if r.outcome.state == "queued":
+                    requeued = True  # a retry without a wait: ready now
+                elif r.outcome.state == "scheduled" and eta is not None:
+                    self._next_eta = eta if self._next_eta is None else min(self._next_eta, eta)
+                self._avg_duration = r.duration if self._avg_duration is None \
+                    else 0.8 * self._avg_duration + 0.2 * r.duration
             self._inflight += len(claimed) - len(ran)
-            for job in claimed:
-                # With one thread worker the dispatcher runs jobs itself, unless
-                # the job needs a timeout watch, or jobs handed over earlier are
-                # not back yet (one task at a time, in order).
-                if self._inline and not self._handed and not self._timeout_of(job):
-                    self._pending.append(job)
-                    self._busy.set()
-                else:
-                    self._handed += 1
+            if self._inline:
+                # The dispatcher runs them, in order (see _run_pending).
+                self._pending.extend(claimed)
+            else:
+                self._handed += len(claimed)
+                for job in claimed:
                     self._jobs.put(job)
             if requeued or (limit and len(claimed) == limit):
                 self._hint = True  # there may be more where these came from
@@ -516,16 +516,24 @@ class Consumer:
         """Run claimed jobs in this (the dispatcher's) thread, for a while.
 
         Returns after INLINE_WRITE_EVERY, so that outcomes are written and
-        more jobs claimed, or when no job is left. Returns False if ``stop()``
-        gave up waiting for a task that ran past the grace period: everything
-        was put back for this thread, which must now leave without a write.
+        more jobs claimed; when no job is left; or after handing a job with a
+        timeout to the worker thread, which the dispatcher then watches while
+        the rest wait (one task at a time, in order). Returns False if
+        ``stop()`` gave up waiting for a task that ran past the grace period:
+        everything was put back for this thread, which must leave without a
+        write.
         """
         began = time.monotonic()
+        self._busy.set()  # the flusher looks in while tasks run here
         while self._pending:
             with self._cond:
-                if self._stopping:
+                if self._stopping or self._abandon or self._handed:
                     return True  # the loop puts back what was not started
                 job = self._pending.popleft()
+                if self._timeout_of(job) is not None:
+                    self._handed += 1
+                    self._jobs.put(job)
+                    return True
                 self._in_task = True
                 self._task_seq += 1
             ran = self._attempt(job, None, None)
@@ -542,8 +550,11 @@ class Consumer:
 
     def _flush_held(self) -> None:
         # Wakes every INLINE_WRITE_EVERY while the dispatcher runs tasks (never
-        # per task), and writes the outcomes it holds once one task has been
-        # running for a whole period.
+        # per task). Once one task has run for a whole period, it writes the
+        # outcomes held behind it, once: nothing new is added until that task
+        # ends, so it sleeps until _run_pending is entered again. After a
+        # failed write too: the dispatcher tries again after the task, with
+        # its back-off.
         seen = -1
         while True:
             self._busy.wait()
@@ -553,18 +564,22 @@ class Consumer:
                     return
                 if not self._in_task:
                     if not self._pending:
-                        self._busy.clear()  # set again, under this lock, by the next claim
+                        self._busy.clear()
                     continue
                 if self._task_seq != seen:
                     seen = self._task_seq  # a task started since the last look
                     continue
+                self._busy.clear()  # this task has had its look
                 ran, self._ran = self._ran, []
             if not ran:
                 continue
             try:
                 written = self.mq.store.finish([r.outcome for r in ran])
-            except MiniqueError as exc:
-                log.error("cannot reach the queue database: %s", exc)
+            except Exception as exc:
+                if isinstance(exc, MiniqueError):
+                    log.error("cannot reach the queue database: %s", exc)
+                else:
+                    log.exception("could not record finished tasks; the dispatcher will retry")
                 with self._cond:
                     self._ran[:0] = ran  # the dispatcher writes them after its task
                 continue
@@ -584,7 +599,7 @@ class Consumer:
             self._next_eta = None
 
     def _should_wake(self) -> bool:
-        if self._ran or self._abandon or self._pending:
+        if self._ran or self._abandon or (self._pending and not self._handed):
             return True
         if self._watched and min(w.deadline for w in self._watched.values()) <= time.monotonic():
             return True

@@ -348,7 +348,12 @@ class SqliteStore:
         self._commits += 1
         if self._commits >= CHECKPOINT_AFTER_COMMITS:
             self._commits = 0
-            self._checkpointer.poke()
+            # The commit is done: a checkpointer that cannot start (no thread
+            # left) must not make it look failed to the caller.
+            try:
+                self._checkpointer.poke()
+            except RuntimeError as exc:
+                log.warning("could not start the background checkpoint: %s", exc)
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         conn = self._conn()
