@@ -152,11 +152,19 @@ class Listener:
         readable, _, _ = select.select([sock], [], [], timeout)
         if not readable:
             return False
+        self.drain()
+        return True
+
+    def drain(self) -> None:
+        """Consume every nudge received so far (one wake-up stands for them all)."""
+        sock = self.sock
+        if sock is None:
+            return
         while True:
             try:
                 sock.recv(64)
             except OSError:  # BlockingIOError once empty; any other error ends it too
-                return True
+                return
 
     def close(self) -> None:
         if self.sock is not None:

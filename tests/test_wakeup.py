@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
+from conftest import wait_for
+
+from minique import Minique
 from minique.wakeup import Listener, Nudger
 
 
@@ -51,3 +58,37 @@ def test_stale_socket_of_a_dead_consumer_is_removed_by_the_next_nudge(db_path: P
     Nudger(db_path).nudge()
 
     assert not os.path.exists(socket_file)
+
+
+def test_a_producer_in_another_process_wakes_a_sleeping_consumer(
+        db_path: Path, tmp_path: Path) -> None:
+    # Given a consumer asleep with its safety-net poll an hour away
+    mq = Minique(db_path)
+
+    @mq.task(name="double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    mq.counts()  # the tables exist before the consumer looks
+    consumer = mq.consumer(workers=2, poll_interval=3600)
+    consumer.start()
+    try:
+        wait_for(lambda: any(p.suffix == ".sock" for p in Path(f"{db_path}-wake").iterdir()),
+                 timeout=10, what="the consumer's socket")
+        time.sleep(0.1)  # let the dispatcher settle into its sleep
+
+        # When another process enqueues a call
+        script = textwrap.dedent(f"""
+            from minique import Minique
+            mq = Minique({str(db_path)!r})
+            @mq.task(name="double")
+            def double(x): ...
+            print(double(21).id)
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True)
+
+        # Then the consumer runs it: only the producer's nudge could have woken it
+        assert mq.result(done.stdout.strip()).get(timeout=10) == 42
+    finally:
+        consumer.stop(timeout=5)

@@ -5,7 +5,10 @@ transaction it writes the outcomes the workers handed back and claims as many
 new jobs as there are free workers (plus a small buffer while tasks are
 short). A busy consumer therefore finishes and claims in batches, one commit
 each; an idle one sleeps until a producer's nudge, a poll of the database's
-data version, or the next scheduled eta.
+data version, or the next scheduled eta. It sleeps in ``select()`` on both
+the socket producers nudge and a pipe the other threads of the consumer
+write to, so that a nudge wakes the thread that claims, with no thread
+between them.
 
 With a single thread worker the dispatcher runs the tasks itself (see
 ``_run_pending``): handing each job to another thread and back would cost a
@@ -18,8 +21,11 @@ again).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -121,6 +127,9 @@ class Consumer:
         self._runners: list[ProcessRunner] = []
         self._dispatcher: threading.Thread | None = None
         self._listener: Listener | None = None
+        self._sleeping = False  # the dispatcher is in select(): poke it through the pipe
+        self._poked = False
+        self._wake_r, self._wake_w = -1, -1
         self._housekeeper: Housekeeper | None = None
         self._scheduler: PeriodicScheduler | None = None
         self._started = False
@@ -153,9 +162,12 @@ class Consumer:
         self._housekeeper.recover_dead_consumers()
         for hook in self.mq.start_hooks:
             hook(self)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._listener = Listener(self.mq.path, self.id)
-        if self._listener.open():
-            threading.Thread(target=self._listen, name="minique-listener", daemon=True).start()
+        if not self._listener.open():
+            self._listener = None
         self.mq._local_wakers.append(self.wake)
         for _ in range(self.workers):
             self._start_worker()
@@ -199,7 +211,7 @@ class Consumer:
             self._scheduler.stop()  # enqueue nothing more while we drain
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
+            self._notify()
         if timeout is None:
             log.info("stopping: no new tasks; waiting for running ones")
         else:
@@ -214,7 +226,7 @@ class Consumer:
                 # A dispatcher inside a task of its own cannot come back now:
                 # put back for it, and have it drop what it finishes.
                 self._taken_over = self._in_task
-                self._cond.notify_all()
+                self._notify()
         if not self._taken_over:
             self._dispatcher.join()
         if self._flusher is not None:
@@ -264,6 +276,9 @@ class Consumer:
             self._jobs.put(None)
         if self._listener is not None:
             self._listener.close()
+        if self._dispatched:  # else a dispatcher stuck in a task might still select() on it
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
         try:
             self.mq.store.unregister_consumer(self.id)
         except MiniqueError as exc:
@@ -300,7 +315,7 @@ class Consumer:
             log.warning("second signal: putting back running tasks now")
             with self._cond:
                 self._abandon = True
-                self._cond.notify_all()
+                self._notify()
             return
         self._stop_requested.set()
 
@@ -315,18 +330,42 @@ class Consumer:
         """Tell the dispatcher that new work may be ready (cheap; any thread)."""
         with self._cond:
             self._hint = True
-            self._cond.notify()
+            self._notify()
 
-    def _listen(self) -> None:
+    def _notify(self) -> None:
+        # Called with self._cond held: wakes stop() waiting on the condition,
+        # and the dispatcher if it sleeps in select() (one byte per sleep).
+        self._cond.notify_all()
+        if self._sleeping and not self._poked:
+            self._poked = True
+            # (a full pipe means it is being woken anyway)
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"!")
+
+    def _sleep(self, timeout: float) -> None:
+        """Sleep in the dispatcher until poked, nudged by a producer, or ``timeout``."""
         listener = self._listener
-        assert listener is not None
-        while not self._stopping:
+        sock = listener.sock if listener is not None else None
+        fds: list[Any] = [self._wake_r] if sock is None else [self._wake_r, sock]
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):  # closed at shutdown
+            readable = []
+        if self._wake_r in readable:
             try:
-                nudged = listener.wait(1.0)
-            except (OSError, ValueError):
-                return  # closed by stop()
+                while os.read(self._wake_r, 64):
+                    pass
+            except OSError:  # BlockingIOError once empty
+                pass
+        nudged = sock is not None and sock in readable
+        if nudged:
+            assert listener is not None
+            listener.drain()
+        with self._cond:
+            self._sleeping = False
+            self._poked = False
             if nudged:
-                self.wake()
+                self._hint = True
 
     # -- workers -----------------------------------------------------------------------
 
@@ -359,7 +398,7 @@ class Consumer:
                     with self._cond:
                         self._watched[job.id, job.attempt] = _Watch(
                             job, task.options, timeout, time.monotonic() + timeout)
-                        self._cond.notify()
+                        self._notify()
                     ran = self._attempt(job, None, timeout)
                     with self._cond:
                         if self._watched.pop((job.id, job.attempt), None) is None:
@@ -371,7 +410,7 @@ class Consumer:
                 with self._cond:
                     self._ran.append(ran)
                     self._handed -= 1
-                    self._cond.notify()
+                    self._notify()
         finally:
             if runner is not None:
                 runner.close()
@@ -417,7 +456,7 @@ class Consumer:
         finally:
             with self._cond:
                 self._dispatched = True
-                self._cond.notify_all()
+                self._notify()
             self._busy.set()
 
     def _dispatch_loop(self) -> None:
@@ -427,8 +466,11 @@ class Consumer:
         failures = 0
         while True:
             with self._cond:
-                if not self._should_wake():
-                    self._cond.wait(self._sleep_time())
+                sleep = None if self._should_wake() else self._sleep_time()
+                self._sleeping = sleep is not None
+            if sleep is not None:
+                self._sleep(sleep)
+            with self._cond:
                 stopping = self._stopping
             if stopping:
                 self._release_buffered()
@@ -643,7 +685,7 @@ class Consumer:
             log.error("could not put back %d unstarted task(s): %s", len(buffered), exc)
         with self._cond:
             self._inflight -= len(buffered)
-            self._cond.notify()
+            self._notify()
 
     # -- for the housekeeper -----------------------------------------------------------------
 
