@@ -56,7 +56,7 @@ log = logging.getLogger("minique")
 # tasks are never buffered: another consumer may be idle and should get them.
 SHORT_TASK = 0.02
 BUFFER_PER_WORKER = 4
-MIN_BUFFER = 16
+MIN_BUFFER = 32
 # A dispatcher running tasks itself writes their outcomes at least this often;
 # while one task runs longer, the flusher writes those finished before it.
 INLINE_WRITE_EVERY = 0.005
