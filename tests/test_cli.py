@@ -10,6 +10,7 @@ goes on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -136,11 +137,14 @@ def test_consume_prints_a_banner_and_one_line_per_task(
         failed.get(timeout=15)
 
     # Then each gets one log line with its name, id, outcome and duration
+    # (after a timestamp and the level)
     duration = r"[\d.]+ m?s"
-    wait_for(lambda: re.search(rf"greet\[{done.id}\] done in {duration}$", proc.output(), re.M),
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    wait_for(lambda: re.search(rf"{stamp} INFO    \S*greet\[{done.id}\] done in {duration}$",
+                               proc.output(), re.M),
              timeout=10, what="the log line of the task that succeeded")
-    wait_for(lambda: re.search(rf"boom\[{failed.id}\] failed in {duration}: ValueError: no luck",
-                               proc.output()),
+    wait_for(lambda: re.search(rf"{stamp} ERROR   \S*boom\[{failed.id}\] failed in {duration}: "
+                               "ValueError: no luck", proc.output(), re.M),
              timeout=10, what="the log line of the task that failed")
     assert proc.output().count(done.id) == 1
     assert proc.output().count(failed.id) == 1
@@ -377,3 +381,19 @@ def test_logging_configured_by_the_application_is_kept(
     # Then minique's lines come out in the application's format
     wait_for(lambda: "APP INFO minique consumer" in proc.output(), timeout=15,
              what="the banner in the application's log format")
+
+
+def test_log_lines_read_as_the_standard_format_would_write_them() -> None:
+    # Given records a few milliseconds apart, within a second and across one
+    from minique.cli import _LineFormatter
+
+    standard = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
+    ours = _LineFormatter()
+    records = []
+    for created in (1_795_000_000.001, 1_795_000_000.5, 1_795_000_000.999, 1_795_000_001.25):
+        record = logging.LogRecord("minique", logging.INFO, __file__, 1, "task %s", ("x",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        records.append(record)
+
+    # Then our formatter, which formats the date once a second, writes the same lines
+    assert [ours.format(r) for r in records] == [standard.format(r) for r in records]
