@@ -118,17 +118,12 @@ def configure_logging(verbose: bool) -> None:
     """Log minique's lines to stderr, unless the application configured logging itself."""
     level = logging.DEBUG if verbose else logging.INFO
     if not logging.getLogger().handlers:
+        # Only a formatter of our own: the logging module's global switches
+        # (logProcesses, _srcfile...) would also strip the process, thread and
+        # caller from the records of the application's own handlers.
         handler = logging.StreamHandler()
         handler.setFormatter(_LineFormatter())
         logging.basicConfig(handlers=[handler], level=level)
-        # Our format shows none of these: skip, for each of the many lines a busy
-        # consumer logs, a getpid() syscall, a multiprocessing lookup, the
-        # current thread, and the walk up the stack for the caller's file and
-        # line (the knobs of the logging HOWTO's "Optimization" section).
-        logging.logProcesses = False
-        logging.logMultiprocessing = False
-        logging.logThreads = False
-        logging._srcfile = None
     log.setLevel(level)
 
 

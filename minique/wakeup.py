@@ -122,6 +122,7 @@ class Listener:
 
     def open(self) -> bool:
         """Bind the socket; False (and a log line) if the folder cannot hold it."""
+        sock = None
         try:
             self.folder.mkdir(exist_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -129,10 +130,13 @@ class Listener:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)
             sock.bind(address)
-            # Non-blocking: waiting is done with select() in wait(), and a
+            # Non-blocking: waiting is done with select() or poll(), and a
             # socket timeout would make every recv wait, MSG_DONTWAIT or not.
             sock.setblocking(False)
         except OSError as exc:
+            if sock is not None:
+                sock.close()
+            self._paths.close()
             log.warning(
                 "cannot listen for nudges in %s (%s); new tasks will be noticed by polling, "
                 "a little later", self.folder, exc,

@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -397,3 +398,22 @@ def test_log_lines_read_as_the_standard_format_would_write_them() -> None:
 
     # Then our formatter, which formats the date once a second, writes the same lines
     assert [ours.format(r) for r in records] == [standard.format(r) for r in records]
+
+
+def test_configuring_logging_leaves_the_logging_module_switches_alone() -> None:
+    # Given a process whose application logs process, thread and caller
+    script = textwrap.dedent("""
+        import logging
+        from minique.cli import configure_logging
+        switches = ("logProcesses", "logThreads", "logMultiprocessing", "_srcfile")
+        before = [getattr(logging, name) for name in switches]
+        configure_logging(False)
+        print([getattr(logging, name) for name in switches] == before)
+    """)
+
+    # When minique configures its own log lines there
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+
+    # Then the records of the application's own handlers keep all of it
+    assert done.stdout.strip() == "True"

@@ -127,6 +127,11 @@ def test_stop_puts_back_a_task_that_runs_past_the_grace(
              what="the warning that the late outcome is ignored")
     assert result.status == "queued"
 
+    # And the dispatcher, leaving after stop() returned, closed its wake-up pipe
+    assert consumer._dispatcher is not None
+    consumer._dispatcher.join(10)
+    assert (consumer._wake_r, consumer._wake_w) == (-1, -1)
+
 
 def test_a_task_with_a_timeout_waits_for_the_task_before_it(
         mq: Minique, start_consumer: StartConsumer) -> None:

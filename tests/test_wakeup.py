@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from conftest import wait_for
 
 from minique import Minique
@@ -92,3 +94,55 @@ def test_a_producer_in_another_process_wakes_a_sleeping_consumer(
         assert mq.result(done.stdout.strip()).get(timeout=10) == 42
     finally:
         consumer.stop(timeout=5)
+
+
+def test_consumer_in_a_process_with_over_1024_descriptors_sleeps_and_wakes(
+        db_path: Path) -> None:
+    # Given a process that already holds descriptors numbered past 1,024
+    # (select() cannot watch those; a web server under load may hold as many)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip("the hard limit on open files is below 1,200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    base = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(base) for _ in range(1100)]
+    mq = Minique(db_path)
+
+    @mq.task(name="double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    mq.counts()
+    looks = []
+    data_version = mq.store.data_version
+
+    def counting() -> int:
+        looks.append(1)
+        return data_version()
+
+    mq.store.data_version = counting  # type: ignore[method-assign]
+    consumer = mq.consumer(workers=2, poll_interval=0.25)
+    consumer.start()
+    try:
+        # When it is idle for a second
+        time.sleep(1.0)
+
+        # Then it slept between its looks at the database (a spinning dispatcher
+        # makes tens of thousands), and another process's call still wakes it
+        assert len(looks) < 50
+        script = textwrap.dedent(f"""
+            from minique import Minique
+            mq = Minique({str(db_path)!r})
+            @mq.task(name="double")
+            def double(x): ...
+            print(double(21).id)
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True)
+        assert mq.result(done.stdout.strip()).get(timeout=10) == 42
+    finally:
+        consumer.stop(timeout=5)
+        for fd in [base, *held]:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -130,6 +130,7 @@ class Consumer:
         self._sleeping = False  # the dispatcher is in select(): poke it through the pipe
         self._poked = False
         self._wake_r, self._wake_w = -1, -1
+        self._shut = False  # stop() is over
         self._housekeeper: Housekeeper | None = None
         self._scheduler: PeriodicScheduler | None = None
         self._started = False
@@ -276,9 +277,9 @@ class Consumer:
             self._jobs.put(None)
         if self._listener is not None:
             self._listener.close()
-        if self._dispatched:  # else a dispatcher stuck in a task might still select() on it
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
+        with self._cond:
+            self._shut = True
+            self._close_pipe_when_done()
         try:
             self.mq.store.unregister_consumer(self.id)
         except MiniqueError as exc:
@@ -346,23 +347,34 @@ class Consumer:
         """Sleep in the dispatcher until poked, nudged by a producer, or ``timeout``."""
         listener = self._listener
         sock = listener.sock if listener is not None else None
-        fds: list[Any] = [self._wake_r] if sock is None else [self._wake_r, sock]
+        # poll(), not select(): a process may already hold more than 1,024
+        # descriptors when the consumer starts (select() refuses those).
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if sock is not None:
+            poller.register(sock, select.POLLIN)
         try:
-            readable, _, _ = select.select(fds, [], [], timeout)
-        except (OSError, ValueError):  # closed at shutdown
-            readable = []
-        if self._wake_r in readable:
+            ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+        except OSError as exc:
+            # Never return at once: the dispatcher would spin. Sleep instead,
+            # and let the poll of the data version find the work.
+            log.error("cannot wait for nudges (%s); polling every %g s", exc, timeout)
+            time.sleep(timeout)
+            ready = set()
+        finally:
+            with self._cond:
+                self._sleeping = False
+        if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 64):
                     pass
             except OSError:  # BlockingIOError once empty
                 pass
-        nudged = sock is not None and sock in readable
+        nudged = sock is not None and sock.fileno() in ready
         if nudged:
             assert listener is not None
             listener.drain()
         with self._cond:
-            self._sleeping = False
             self._poked = False
             if nudged:
                 self._hint = True
@@ -457,7 +469,17 @@ class Consumer:
             with self._cond:
                 self._dispatched = True
                 self._notify()
+                self._close_pipe_when_done()
             self._busy.set()
+
+    def _close_pipe_when_done(self) -> None:
+        # Called with self._cond held, by stop() and by the dispatcher as it
+        # leaves: whichever comes last closes the pipe (a dispatcher stuck in
+        # a task past the grace leaves after stop() has returned).
+        if self._dispatched and self._shut and self._wake_r >= 0:
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def _dispatch_loop(self) -> None:
         store = self.mq.store
@@ -547,6 +569,7 @@ class Consumer:
                     self._jobs.put(job)
             if requeued or (limit and len(claimed) == limit):
                 self._hint = True  # there may be more where these came from
+            self._notify()  # the flusher writes from its own thread: slots freed
         if limit and len(claimed) < limit:
             self._refresh_next_eta()
 
@@ -624,6 +647,7 @@ class Consumer:
                     log.exception("could not record finished tasks; the dispatcher will retry")
                 with self._cond:
                     self._ran[:0] = ran  # the dispatcher writes them after its task
+                    self._notify()
                 continue
             self._after_exchange(ran, written, [], 0)
 
