@@ -62,6 +62,20 @@ def test_stale_socket_of_a_dead_consumer_is_removed_by_the_next_nudge(db_path: P
     assert not os.path.exists(socket_file)
 
 
+def double_in_another_process(db_path: Path, x: int) -> str:
+    """Enqueue ``double(x)`` on ``db_path`` from a new Python process; the call's id."""
+    script = textwrap.dedent(f"""
+        from minique import Minique
+        mq = Minique({str(db_path)!r})
+        @mq.task(name="double")
+        def double(x): ...
+        print(double({x}).id)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    return done.stdout.strip()
+
+
 def test_a_producer_in_another_process_wakes_a_sleeping_consumer(
         db_path: Path, tmp_path: Path) -> None:
     # Given a consumer asleep with its safety-net poll an hour away
@@ -80,18 +94,10 @@ def test_a_producer_in_another_process_wakes_a_sleeping_consumer(
         time.sleep(0.1)  # let the dispatcher settle into its sleep
 
         # When another process enqueues a call
-        script = textwrap.dedent(f"""
-            from minique import Minique
-            mq = Minique({str(db_path)!r})
-            @mq.task(name="double")
-            def double(x): ...
-            print(double(21).id)
-        """)
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60, check=True)
+        call_id = double_in_another_process(db_path, 21)
 
         # Then the consumer runs it: only the producer's nudge could have woken it
-        assert mq.result(done.stdout.strip()).get(timeout=10) == 42
+        assert mq.result(call_id).get(timeout=10) == 42
     finally:
         consumer.stop(timeout=5)
 
@@ -131,16 +137,7 @@ def test_consumer_in_a_process_with_over_1024_descriptors_sleeps_and_wakes(
         # Then it slept between its looks at the database (a spinning dispatcher
         # makes tens of thousands), and another process's call still wakes it
         assert len(looks) < 50
-        script = textwrap.dedent(f"""
-            from minique import Minique
-            mq = Minique({str(db_path)!r})
-            @mq.task(name="double")
-            def double(x): ...
-            print(double(21).id)
-        """)
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60, check=True)
-        assert mq.result(done.stdout.strip()).get(timeout=10) == 42
+        assert mq.result(double_in_another_process(db_path, 21)).get(timeout=10) == 42
     finally:
         consumer.stop(timeout=5)
         for fd in [base, *held]:
