@@ -130,7 +130,7 @@ class Listener:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)
             sock.bind(address)
-            # Non-blocking: waiting is done with select() or poll(), and a
+            # Non-blocking: waiting is done with poll(), and a
             # socket timeout would make every recv wait, MSG_DONTWAIT or not.
             sock.setblocking(False)
         except OSError as exc:
@@ -153,8 +153,9 @@ class Listener:
         sock = self.sock  # close() may run in another thread meanwhile
         if sock is None:
             return False
-        readable, _, _ = select.select([sock], [], [], timeout)
-        if not readable:
+        poller = select.poll()  # not select(): it refuses descriptors past 1,024
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(timeout * 1000):
             return False
         self.drain()
         return True
