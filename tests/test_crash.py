@@ -285,24 +285,34 @@ def test_task_that_kills_its_consumer_every_time_ends_failed(
 # -- a consumer that cannot be proven dead -------------------------------------------------
 
 
-def test_frozen_consumer_task_is_taken_back_only_when_its_lease_expires(
-        write_app: Callable[..., App], spawn: Callable[..., Proc], db_path: Path) -> None:
-    # Given two consumers with a 3 s lease, the first running a task that blocks (a lease
-    # long beside the 1 s dead-consumer check, so that taking it back early would show)
-    app = write_app(lease=3)
-    hold = app.root / "hold"
-    hold.touch()
+def freeze_the_first_of_two(app: App, spawn: Callable[..., Proc],
+                            db_path: Path) -> tuple[Proc, Proc, Result[int]]:
+    """Two consumers; the first runs ``work("x")`` (blocked on the hold file) and is frozen.
+
+    Frozen, it is alive (so not provably dead) and stops renewing its lease.
+    The hold file stays: the test removes it when the task may end.
+    """
+    (app.root / "hold").touch()
     first = consumer(spawn, "-w", "1")
     result = app.work("x")
     wait_for(lambda: seen(app.root, "started", "x", first.pid), timeout=15,
              what="the task to start on the first consumer")
     second = consumer(spawn, "-w", "1")
     wait_started(second)
+    freeze_outside_transaction(first, db_path)
+    return first, second, result
+
+
+def test_frozen_consumer_task_is_taken_back_only_when_its_lease_expires(
+        write_app: Callable[..., App], spawn: Callable[..., Proc], db_path: Path) -> None:
+    # Given two consumers with a 3 s lease, the first running a task that blocks (a lease
+    # long beside the 1 s dead-consumer check, so that taking it back early would show)
+    app = write_app(lease=3)
 
     # When the first is frozen (alive, so not provably dead) and stops renewing its lease
-    freeze_outside_transaction(first, db_path)
+    first, second, result = freeze_the_first_of_two(app, spawn, db_path)
     expiry = lease_until(db_path, result.id)
-    hold.unlink()
+    (app.root / "hold").unlink()
 
     # Then the second takes the task back only after the lease has run out
     assert result.get(timeout=15) == second.pid
@@ -316,16 +326,8 @@ def test_stale_attempt_of_a_thawed_consumer_is_ignored(
         write_app: Callable[..., App], spawn: Callable[..., Proc], db_path: Path) -> None:
     # Given a task taken back from a frozen consumer and completed by another one
     app = write_app(lease=1)
-    hold = app.root / "hold"
-    hold.touch()
-    first = consumer(spawn, "-w", "1")
-    result = app.work("x")
-    wait_for(lambda: seen(app.root, "started", "x", first.pid), timeout=15,
-             what="the task to start on the first consumer")
-    second = consumer(spawn, "-w", "1")
-    wait_started(second)
-    freeze_outside_transaction(first, db_path)
-    hold.unlink()
+    first, second, result = freeze_the_first_of_two(app, spawn, db_path)
+    (app.root / "hold").unlink()
     assert result.get(timeout=15) == second.pid
 
     # When the frozen consumer wakes up and its stale attempt finishes

@@ -7,15 +7,15 @@ import datetime as dt
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import wait_for
 from freezegun import freeze_time
 
-from minique import Minique, ResultTimeout, TaskError
+from minique import Minique, Result, ResultTimeout, TaskError
 from minique.consumer import Consumer
 from minique.task import TaskOptions
 
@@ -133,8 +133,9 @@ def test_status_is_scheduled_while_waiting_for_its_time(mq: Minique) -> None:
     assert mq.counts()["scheduled"] == 1
 
 
-def test_status_is_running_while_the_task_runs(
-        mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
+@contextmanager
+def running_call(mq: Minique, start_consumer: Callable[..., Consumer]) -> Iterator[Result[str]]:
+    """A call running in a consumer of one worker; it returns "finished" once the block ends."""
     started = threading.Event()
     release = threading.Event()
 
@@ -148,10 +149,16 @@ def test_status_is_running_while_the_task_runs(
     start_consumer(mq, workers=1)
     assert started.wait(10)
     try:
-        assert result.status == "running"
-        assert mq.counts()["running"] == 1
+        yield result
     finally:
         release.set()
+
+
+def test_status_is_running_while_the_task_runs(
+        mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
+    with running_call(mq, start_consumer) as result:
+        assert result.status == "running"
+        assert mq.counts()["running"] == 1
     assert result.get(timeout=10) == "finished"
 
 
@@ -272,22 +279,8 @@ def test_revoke_of_a_finished_call_returns_false(
 
 def test_revoke_of_a_running_call_returns_false_and_it_finishes(
         mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
-    started = threading.Event()
-    release = threading.Event()
-
-    @mq.task
-    def work() -> str:
-        started.set()
-        release.wait(10)
-        return "finished"
-
-    result = work()
-    start_consumer(mq, workers=1)
-    assert started.wait(10)
-    try:
+    with running_call(mq, start_consumer) as result:
         assert result.revoke() is False
-    finally:
-        release.set()
 
     assert result.get(timeout=10) == "finished"
 

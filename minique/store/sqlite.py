@@ -367,11 +367,7 @@ class SqliteStore:
             if self._ready:
                 return
             try:
-                conn = self._db.get()
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
-            try:
-                self._migrate(conn)
+                self._migrate(self._db.get())
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
             self._ready = True
