@@ -295,7 +295,7 @@ class Minique:
                 break
             except DuplicateJobId:
                 # Another process took one of these ids in the same millisecond.
-                for job, job_id in zip(jobs, new_ids(len(jobs)), strict=True):
+                for job, job_id in zip(jobs, new_ids(len(jobs), collided=True), strict=True):
                     job.id = job_id
         else:
             self.store.enqueue(jobs, now)  # raises the error if it happens yet again

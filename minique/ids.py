@@ -23,8 +23,13 @@ _lock = threading.Lock()
 _last = 0
 
 
-def new_ids(count: int) -> list[int]:
-    """``count`` fresh ids, increasing."""
+def new_ids(count: int, collided: bool = False) -> list[int]:
+    """``count`` fresh ids, increasing.
+
+    ``collided`` after ``DuplicateJobId``: the ids that follow the one that
+    collided may be the other process's too (it counts up within the
+    millisecond as well), so the count jumps ahead past them.
+    """
     global _last
     # The random module reseeds itself in a forked child, so siblings differ.
     # A clock set before 2026 (a test's frozen time, a bad clock) counts as
@@ -32,6 +37,10 @@ def new_ids(count: int) -> list[int]:
     millis = max(time.time_ns() // 1_000_000 - _EPOCH_MS, 0)
     base = (millis << _LOW_BITS) | random.getrandbits(_LOW_BITS - 2)
     with _lock:
+        if collided:
+            # Up to 2**16 ahead: far past any run of ids one process makes in
+            # a millisecond, and still inside the millisecond's 22 bits.
+            _last += 1 + random.getrandbits(16)
         first = max(base, _last + 1)
         _last = first + count - 1
     return list(range(first, first + count))
