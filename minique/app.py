@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import time
 import traceback
@@ -116,6 +117,10 @@ class Minique:
             raise ConfigurationError("lease must be a positive number of seconds")
         if result_ttl is not None and result_ttl < 0:
             raise ConfigurationError("result_ttl must be None (keep forever) or >= 0 seconds")
+        if not 0 <= busy_timeout < math.inf:
+            raise ConfigurationError(
+                f"busy_timeout={busy_timeout!r}: give the seconds a write may wait for the "
+                "database's lock, a finite number >= 0 (0 fails at once)")
         try:
             zone = resolve_zone(tz)
             chosen = get_serializer(serializer)

@@ -8,6 +8,7 @@ with ids past the other's, however many that one took in the millisecond.
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from freezegun import freeze_time
 
 import minique.ids
 from minique import Minique
-from minique.errors import DatabaseError
+from minique.errors import ConfigurationError, DatabaseError
 from minique.store.sqlite import BUSY_SLICE_MS
 
 SLICES = 6  # how long the lock is held, in slices: longer than one, shorter than busy_timeout
@@ -98,6 +99,28 @@ def test_a_claim_waits_across_slices_until_the_lock_is_released(db_path: Path) -
         claimed = mq.store.claim("me", lease_until=time.time() + 60, now=time.time(), limit=1)
         releaser.join()
     assert [job.id for job in claimed] == [int(queued.id)]
+
+
+@pytest.mark.timeout(20)
+def test_a_locked_file_fails_after_busy_timeout_even_with_the_clock_frozen(
+        db_path: Path) -> None:
+    # Given an application whose tests freeze the clock with freezegun
+    mq = Minique(db_path, busy_timeout=0.3)
+
+    @mq.task
+    def work() -> None: ...
+
+    work()
+    # When a call meets a lock that is never released, then it still gives up
+    with write_lock_held(db_path), freeze_time("2030-01-01"), \
+            pytest.raises(DatabaseError, match="stayed locked"):
+        work()
+
+
+@pytest.mark.parametrize("seconds", [-1, math.inf, math.nan])
+def test_busy_timeout_must_be_a_finite_number_of_seconds(db_path: Path, seconds: float) -> None:
+    with pytest.raises(ConfigurationError, match="busy_timeout"):
+        Minique(db_path, busy_timeout=seconds)
 
 
 def test_a_zero_busy_timeout_fails_at_once(db_path: Path) -> None:

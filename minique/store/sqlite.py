@@ -10,6 +10,7 @@ rendered to DDL when a file is created or upgraded (schema.py).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -151,6 +152,12 @@ def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
             job.max_attempts, job.created_at)
 
 
+def _real_monotonic() -> float:
+    # Not time.monotonic(): freezegun freezes that in the tests of applications
+    # that use minique, and a wait for a lock must still come to an end.
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 class _Checkpointer:
     """A background thread that checkpoints for the threads that commit.
 
@@ -255,7 +262,7 @@ class SqliteStore:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._check_path()
-        self._slice_ms = min(BUSY_SLICE_MS, int(busy_timeout * 1000))
+        self._slice_ms = min(BUSY_SLICE_MS, math.ceil(busy_timeout * 1000))
         self._db = self._make_database()
         self._ready = False
         self._commits = 0
@@ -365,18 +372,25 @@ class SqliteStore:
         Only for a statement that starts a transaction (or is one): when it
         meets a lock it has done nothing yet, so trying again is safe.
         """
-        deadline = None
+        slice_s = self._slice_ms / 1000
+        deadline = previous = 0.0
         while True:
             try:
                 return conn.execute(sql, params)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
-                now = time.monotonic()
-                if deadline is None:  # SQLite has waited one slice already
-                    deadline = now + self.busy_timeout - self._slice_ms / 1000
+                now = _real_monotonic()
+                if not deadline:  # SQLite has waited one slice already
+                    deadline = now + self.busy_timeout - slice_s
+                elif now - previous < slice_s / 2:
+                    # SQLite gave up without waiting (a build without usleep()
+                    # cannot sleep under a second): wait the slice here instead.
+                    time.sleep(slice_s)
+                    now = _real_monotonic()
                 if now >= deadline:
                     raise
+                previous = now
 
     def _committed(self) -> None:
         self._commits += 1
