@@ -52,6 +52,10 @@ class Sizes:
     # That window lasts tens of milliseconds, so one hiccup of the machine moves
     # a figure by half: growth takes the median of at least this many repeats.
     growth_repeats: int = 5
+    # Enqueue, producers and drain take about a second a run, and one run can
+    # come out 30 % off either way on a shared machine, for either system:
+    # their medians are of at least this many repeats.
+    short_repeats: int = 7
     sustained_seconds: float = 20.0
     sustained_producers: int = 2
     kill_tries: int = 3
@@ -63,7 +67,7 @@ FULL = Sizes()
 QUICK = Sizes(enqueue=200, per_producer=100, drain=200, drain_workers=(1, 8),
               latency_tasks=5, settle=0.2, idle_window=0.5, growth=(200, 2_000),
               growth_huey=(2_000,), growth_skip=20, growth_window=150, growth_enqueue=100,
-              growth_repeats=1,
+              growth_repeats=1, short_repeats=1,
               sustained_seconds=1.5, kill_tries=1, recover_timeout=3.0, timeout=60.0)
 
 
@@ -93,6 +97,11 @@ class Bench:
     def order(self, repeat: int, systems: Sequence[str] = SYSTEMS) -> list[str]:
         return list(systems) if repeat % 2 == 0 else list(reversed(systems))
 
+    @property
+    def short_repeats(self) -> int:
+        """Repeats of the scenarios that take about a second a run."""
+        return max(self.repeats, self.sizes.short_repeats)
+
     def measure(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args, folder)`` in a new, empty folder, removed after (kept if it failed)."""
         self._count += 1
@@ -106,7 +115,7 @@ class Bench:
 
     def enqueue(self) -> None:
         n = self.sizes.enqueue
-        for r in range(self.repeats):
+        for r in range(self.short_repeats):
             for mode in MODES:
                 for system in self.order(r):
                     out = self.measure(f"enqueue-{system}-{mode}", self._probe_once,
@@ -133,7 +142,7 @@ class Bench:
 
     def producers(self) -> None:
         k, n = self.sizes.producers, self.sizes.per_producer
-        for r in range(self.repeats):
+        for r in range(self.short_repeats):
             for mode in MODES:
                 for system in self.order(r):
                     out = self.measure(f"producers-{system}-{mode}", self._producers_once,
@@ -166,7 +175,7 @@ class Bench:
 
     def drain(self) -> None:
         n = self.sizes.drain
-        for r in range(self.repeats):
+        for r in range(self.short_repeats):
             for mode in MODES:
                 for workers in self.sizes.drain_workers:
                     for system in self.order(r):
