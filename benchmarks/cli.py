@@ -83,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = build_rows(row_specs(sizes.growth), bench.figures)
     print(f"minique vs Huey {about['huey']} — {started:%Y-%m-%d %H:%M %Z}, "
           f"{about['nproc']} CPUs {about['machine']}, Python {about['python']}, "
-          f"SQLite {about['sqlite']}; medians of {repeats} repeat(s)"
+          f"SQLite {about['sqlite']}; medians of {repeats} repeat(s), "
+          f"{bench.short_repeats} for enqueue, producers and drain, "
+          f"{max(repeats, sizes.growth_repeats)} for the backlog"
           f"{' (--quick: not a measurement)' if args.quick else ''}\n")
     print(table(rows))
     print(f"\n{summary(rows)}")

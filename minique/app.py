@@ -44,6 +44,9 @@ def _after_fork_in_child() -> None:
     # calling one could block on a lock held by a thread that did not fork.
     for mq in list(_queues):
         mq._local_wakers = []
+        nudger = getattr(mq, "_nudger", None)  # None until configured
+        if nudger is not None:
+            nudger.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -246,16 +249,18 @@ class Minique:
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], now: float,
         eta: float, priority: int | None, job_id: int | None = None,
     ) -> NewJob:
+        options = task.options
+        # Positional, in NewJob's field order: this runs on every call of a task.
         return NewJob(
-            id=new_id() if job_id is None else job_id,
-            name=task.options.name,
-            queue=task.options.queue,
-            priority=task.options.priority if priority is None else priority,
-            payload=self.serializer.dumps([list(args), kwargs]),
-            eta=eta,
-            expires=task.options.expires_at(now),
-            max_attempts=task.options.retries + 1,
-            created_at=now,
+            new_id() if job_id is None else job_id,
+            options.name,
+            options.queue,
+            options.priority if priority is None else priority,
+            self.serializer.dumps([list(args), kwargs]),
+            eta,
+            None if options.expires is None else options.expires_at(now),
+            options.retries + 1,
+            now,
         )
 
     def enqueue(

@@ -23,7 +23,7 @@ _lock = threading.Lock()
 _last = 0
 
 
-def new_ids(count: int, collided: bool = False) -> list[int]:
+def new_ids(count: int, collided: bool = False) -> range:
     """``count`` fresh ids, increasing.
 
     ``collided`` after ``DuplicateJobId``: the ids that follow the one that
@@ -43,7 +43,7 @@ def new_ids(count: int, collided: bool = False) -> list[int]:
             _last += 1 + random.getrandbits(16)
         first = max(base, _last + 1)
         _last = first + count - 1
-    return list(range(first, first + count))
+    return range(first, first + count)
 
 
 def _after_fork_in_child() -> None:

@@ -60,12 +60,21 @@ class Nudger:
         self._pid = os.getpid()
         self._paths = _Folder(self.folder)
 
+    def after_fork(self) -> None:
+        """In a forked child: look at the folder anew on the next nudge, with a socket of its own.
+
+        Called from an ``os.register_at_fork`` hook, so that the hot path does
+        not ask for the pid on every nudge.
+        """
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self._recheck_at = 0.0
+
     def _refresh(self) -> list[str]:
         # A stat per enqueue is a measurable share of its cost: look at the
         # folder at most every RECHECK seconds. A consumer that appears in
         # between is found by its own start-up claim and its poll meanwhile.
         now = time.monotonic()
-        if now < self._recheck_at and self._pid == os.getpid():
+        if now < self._recheck_at:  # after_fork() resets it in a child
             return self._targets
         self._recheck_at = now + RECHECK
         try:

@@ -139,6 +139,6 @@ def test_priority_out_of_range_is_refused(mq: Minique) -> None:
 
 def test_ids_stay_positive_and_distinct_with_a_clock_before_2026() -> None:
     with freeze_time("2020-01-01"):
-        first, second = new_ids(3), new_ids(3)
-    assert all(i > 0 for i in first + second)
-    assert len(set(first + second)) == 6
+        both = [*new_ids(3), *new_ids(3)]
+    assert all(i > 0 for i in both)
+    assert len(set(both)) == 6

@@ -62,6 +62,37 @@ def test_stale_socket_of_a_dead_consumer_is_removed_by_the_next_nudge(db_path: P
     assert not os.path.exists(socket_file)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_nudges_though_a_thread_held_the_nudgers_lock_at_fork(
+        mq: Minique, db_path: Path) -> None:
+    # Given a consumer listening, and a producer that has nudged it before
+    listener = Listener(db_path, "b" * 32)
+    assert listener.open()
+    try:
+        mq.wake_consumers()
+        assert listener.wait(5.0) is True
+        # When the producer forks while one of its threads holds the nudger's
+        # lock (a thread refreshing the list of consumers), and the child nudges
+        with mq._nudger._lock:
+            pid = os.fork()
+            if pid == 0:  # the child: no thread of the parent runs here
+                try:
+                    mq.wake_consumers()
+                finally:
+                    os._exit(0)
+        # Then the child finished (it did not wait for the parent's thread) and woke the consumer
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the lock its parent's thread held")
+        assert listener.wait(5.0) is True
+    finally:
+        listener.close()
+
+
 def double_in_another_process(db_path: Path, x: int) -> str:
     """Enqueue ``double(x)`` on ``db_path`` from a new Python process; the call's id."""
     script = textwrap.dedent(f"""
