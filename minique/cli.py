@@ -106,6 +106,13 @@ class _LineFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # The same text as the format string gives, without its machinery.
+        record.message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname:<7} {record.message}"
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         second = int(record.created)
         if second != self._second:

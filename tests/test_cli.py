@@ -395,6 +395,14 @@ def test_log_lines_read_as_the_standard_format_would_write_them() -> None:
         record = logging.LogRecord("minique", logging.INFO, __file__, 1, "task %s", ("x",), None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         records.append(record)
+    # and one of each other level, and one with a traceback
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = sys.exc_info()
+    for level, exc_info in ((logging.WARNING, None), (logging.ERROR, failure)):
+        records.append(logging.LogRecord("minique", level, __file__, 1, "it went %s", ("wrong",),
+                                         exc_info))
 
     # Then our formatter, which formats the date once a second, writes the same lines
     assert [ours.format(r) for r in records] == [standard.format(r) for r in records]

@@ -44,6 +44,7 @@ from .execution import Ran, execute, internal_error, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
+from .tasklog import log_task_line
 
 if TYPE_CHECKING:
     from ..app import Minique
@@ -256,7 +257,7 @@ class Consumer:
                           "run again when their lease runs out", len(late), exc)
                 return  # releasing now would requeue them at once
             for r in late:
-                log.log(r.level, r.message)
+                log_task_line(r.level, r.message)
         # Whatever still runs after the grace period goes back to the queue now;
         # a stale outcome of it can no longer be written (the owner guard).
         try:
@@ -544,7 +545,7 @@ class Consumer:
                         limit: int) -> None:
         for r, ok in zip(ran, written, strict=True):
             if ok:
-                log.log(r.level, r.message)
+                log_task_line(r.level, r.message)
             else:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
