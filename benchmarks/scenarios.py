@@ -51,7 +51,7 @@ class Sizes:
     growth_enqueue: int = 2_000
     # That window lasts tens of milliseconds, so one hiccup of the machine moves
     # a figure by half: growth takes the median of at least this many repeats.
-    growth_repeats: int = 5
+    growth_repeats: int = 11
     # Enqueue, producers and drain take about a second a run, and one run can
     # come out 30 % off either way on a shared machine, for either system:
     # their medians are of at least this many repeats.
