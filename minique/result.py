@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .clock import real_monotonic
 from .errors import ResultTimeout, TaskError
 from .store import FINISHED, JobRecord
 
@@ -75,7 +76,7 @@ class Result(Generic[R]):
         ``blocking=False``, returns ``None`` at once while the task has not
         finished.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else real_monotonic() + timeout
         pause = _FIRST_POLL
         while True:
             record = self._record()
@@ -84,7 +85,7 @@ class Result(Generic[R]):
             if not blocking:
                 return None
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - real_monotonic()
                 if left <= 0:
                     raise ResultTimeout(
                         f"{record.name} ({self.id}) was still {record.state} after "

@@ -46,6 +46,20 @@ def test_get_with_timeout_raises_result_timeout_when_no_consumer_runs(mq: Miniqu
     assert result.status == "queued"
 
 
+@pytest.mark.timeout(20)
+def test_get_with_timeout_ends_even_when_the_test_froze_the_clock(mq: Minique) -> None:
+    # Given an application's test that freezes time with freezegun
+    @mq.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with freeze_time("2030-01-01"):
+        result = add(1, 2)
+        # When it waits for a call no consumer runs, then the wait still ends
+        with pytest.raises(ResultTimeout):
+            result.get(timeout=0.2)
+
+
 def test_get_not_blocking_returns_none_while_unfinished(mq: Minique) -> None:
     @mq.task
     def add(a: int, b: int) -> int:

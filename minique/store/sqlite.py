@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from ..clock import real_monotonic
 from ..errors import (
     ConfigurationError,
     DatabaseError,
@@ -150,12 +151,6 @@ _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = ? WHERE name = ? AND next_f
 def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
     return (job.id, job.name, job.queue, job.priority, state, job.payload, job.eta, job.expires,
             job.max_attempts, job.created_at)
-
-
-def _real_monotonic() -> float:
-    # Not time.monotonic(): freezegun freezes that in the tests of applications
-    # that use minique, and a wait for a lock must still come to an end.
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 class _Checkpointer:
@@ -380,14 +375,14 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
-                now = _real_monotonic()
+                now = real_monotonic()
                 if not deadline:  # SQLite has waited one slice already
                     deadline = now + self.busy_timeout - slice_s
                 elif now - previous < slice_s / 2:
                     # SQLite gave up without waiting (a build without usleep()
                     # cannot sleep under a second): wait the slice here instead.
                     time.sleep(slice_s)
-                    now = _real_monotonic()
+                    now = real_monotonic()
                 if now >= deadline:
                     raise
                 previous = now
