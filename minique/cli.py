@@ -111,7 +111,8 @@ class _LineFormatter(logging.Formatter):
             return super().format(record)
         # The same text as the format string gives, without its machinery.
         record.message = record.getMessage()
-        return f"{self.formatTime(record)} {record.levelname:<7} {record.message}"
+        record.asctime = self.formatTime(record)
+        return f"{record.asctime} {record.levelname:<7} {record.message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         second = int(record.created)

@@ -150,6 +150,10 @@ class JSONSerializer:
             raise SerializationError(f"cannot store the value as JSON: {exc}") from exc
         except RecursionError as exc:
             raise SerializationError("cannot store a value that contains itself") from exc
+        except TypeError as exc:  # a type that cannot be looked up (its class is unhashable)
+            raise SerializationError(
+                f"cannot store the value as JSON ({exc}); pass plain data or create the "
+                "queue with serializer='pickle'") from exc
 
     def loads(self, data: Stored) -> Any:
         if isinstance(data, bytes):

@@ -405,7 +405,13 @@ def test_log_lines_read_as_the_standard_format_would_write_them() -> None:
                                          exc_info))
 
     # Then our formatter, which formats the date once a second, writes the same lines
+    # and leaves the same attributes on the records
     assert [ours.format(r) for r in records] == [standard.format(r) for r in records]
+    for record in records:
+        stamp = record.asctime  # type: ignore[attr-defined]
+        del record.asctime  # type: ignore[attr-defined]
+        ours.format(record)
+        assert record.asctime == stamp  # type: ignore[attr-defined]
 
 
 def test_configuring_logging_leaves_the_logging_module_switches_alone() -> None:

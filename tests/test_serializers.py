@@ -194,6 +194,26 @@ def test_unserializable_keyword_argument_raises_and_names_the_type(mq: Minique) 
     assert set(mq.counts().values()) == {0}
 
 
+def test_argument_of_a_class_that_cannot_be_hashed_raises_serialization_error(
+        mq: Minique) -> None:
+    # A metaclass with __eq__ and no __hash__ makes its classes unhashable
+    class Meta(type):
+        def __eq__(cls, other: object) -> bool:
+            return cls is other
+
+    class Odd(metaclass=Meta):
+        pass
+
+    @mq.task
+    def echo(arg: Any) -> Any:
+        return arg
+
+    with pytest.raises(SerializationError, match="pickle"):
+        echo([Odd()])
+
+    assert set(mq.counts().values()) == {0}
+
+
 def test_unserializable_scheduled_argument_raises_and_stores_nothing(mq: Minique) -> None:
     @mq.task
     def echo(arg: Any) -> Any:

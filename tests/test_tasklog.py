@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -136,20 +137,82 @@ def test_an_applications_record_factory_makes_every_line(kept: Keep) -> None:
     assert {r.pathname for r in kept.records} == {__file__}
 
 
+def line(message: str) -> None:
+    """One calling place for lines logged in several situations."""
+    log_task_line(logging.INFO, message)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_logs_with_its_own_process_id(kept: Keep, tmp_path: Path) -> None:
-    log_task_line(logging.INFO, "in the parent")
+    # Given a thread that logged from a place, then forked
+    line("in the parent")
     out = tmp_path / "child.json"
     pid = os.fork()
     if pid == 0:
         try:
-            log_task_line(logging.INFO, "in the child")
+            # When the child logs from the same place
+            line("in the child")
             out.write_text(json.dumps(kept.records[-1].process))
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
+    # Then its line has its own process id, not its parent's
     assert json.loads(out.read_text()) == pid
     assert kept.records[0].process == os.getpid()
+
+
+def test_a_renamed_thread_logs_under_its_new_name(kept: Keep) -> None:
+    def run() -> None:
+        line("first")
+        threading.current_thread().name = "renamed-by-a-task"
+        line("second")
+
+    thread = threading.Thread(target=run, name="original")
+    thread.start()
+    thread.join()
+    assert [r.threadName for r in kept.records] == ["original", "renamed-by-a-task"]
+
+
+def test_a_wrapped_make_record_sees_every_line(kept: Keep,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a library that wraps Logger.makeRecord to tag records (trace ids, say)
+    stock = logging.Logger.makeRecord
+    counter = iter(range(1, 100))
+
+    def traced(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = stock(self, *args, **kwargs)
+        record.trace = next(counter)  # type: ignore[attr-defined]
+        return record
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", traced)
+    for n in range(3):
+        line(f"line {n}")
+    assert [r.trace for r in kept.records] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+def test_lines_go_through_logger_log_where_a_copy_could_differ(
+        kept: Keep, monkeypatch: pytest.MonkeyPatch) -> None:
+    from minique.consumer import tasklog
+
+    calls: list[str] = []
+    real_log = tasklog.log.log
+
+    def spy(level: int, message: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(message)
+        real_log(level, message, *args, **kwargs)
+
+    monkeypatch.setattr(tasklog.log, "log", spy)
+    line("plain")  # the fast path
+
+    async def in_a_loop() -> None:
+        line("in a loop")  # the record names the asyncio task on Python 3.12+
+
+    asyncio.run(in_a_loop())
+    monkeypatch.setattr(logging, "_srcfile", None)
+    line("no caller")  # the process turned off caller information
+    assert calls == ["in a loop", "no caller"]
+    assert [r.getMessage() for r in kept.records] == ["plain", "in a loop", "no caller"]
+    assert kept.records[2].lineno == 0
 
 
 def test_a_consumer_logs_one_line_per_task_naming_it(mq: Minique, kept: Keep,

@@ -10,9 +10,14 @@ So the first line that each thread logs from a given place is a record made
 by the logging module itself, and later lines from there are copies of it
 with their own level, message and time. Handlers, filters and formatters see
 ordinary ``LogRecord`` objects with every attribute set (4.3 us a record
-with ``Logger.log``, 2.0 us this way). An application that installed its own
-record factory (``logging.setLogRecordFactory``) gets ``Logger.log`` as
-before, since its factory may add something different to each record.
+with ``Logger.log``, 2.0 us this way); the thread's name is read anew for
+each. Wherever a copy could differ from what ``Logger.log`` would make, the
+line goes through ``Logger.log`` as before: an application that installed
+its own record factory (``logging.setLogRecordFactory``) or wraps
+``Logger.makeRecord`` (as tracing libraries do to add trace ids), since
+those may add something different to each record; a line logged inside a
+running asyncio loop (its task's name is in the record); and a process that
+turned off caller information (``logging._srcfile = None``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from types import CodeType
+from types import CodeType, FunctionType
 
 log = logging.getLogger("minique")
 
@@ -31,7 +36,9 @@ class _Prototypes(threading.local):
     def __init__(self) -> None:
         # By calling line: the caller's file, line and function are in the record.
         self.records: dict[tuple[CodeType, int], logging.LogRecord] = {}
-        self.forks = 0
+        # What the records were made under: the process, and the logging
+        # module's switches for thread and process names.
+        self.made_under: tuple[object, ...] = ()
 
 
 _local = _Prototypes()
@@ -48,16 +55,36 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_stock_make: list[object] = []  # the makeRecord found to be the logging module's own
+
+
+def _stock_make_record(logger: logging.Logger) -> bool:
+    make = type(logger).makeRecord
+    if _stock_make and make is _stock_make[0]:
+        return True
+    if isinstance(make, FunctionType) and make.__code__.co_filename == logging.__file__:
+        _stock_make[:] = [make]
+        return True
+    return False
+
+
+def _in_running_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
+
+
 def log_task_line(level: int, message: str) -> None:
     """``log.log(level, message)`` for a task's line, as if called where this is called."""
     if not log.isEnabledFor(level):
         return
-    if logging.getLogRecordFactory() is not logging.LogRecord:
+    if (logging.getLogRecordFactory() is not logging.LogRecord or not _stock_make_record(log)
+            or not logging._srcfile or _in_running_loop()):
         log.log(level, message, stacklevel=2)
         return
-    if _local.forks != _forks:
+    made_under = (_forks, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    if _local.made_under != made_under:
         _local.records.clear()
-        _local.forks = _forks
+        _local.made_under = made_under
     caller = sys._getframe(1)
     where = (caller.f_code, caller.f_lineno)
     proto = _local.records.get(where)
@@ -74,4 +101,6 @@ def log_task_line(level: int, message: str) -> None:
     record.created = now
     record.msecs = int((now - int(now)) * 1000) + 0.0
     record.relativeCreated = proto.relativeCreated + (now - proto.created) * 1000
+    if proto.threadName is not None:  # a task may have renamed its thread
+        record.threadName = threading.current_thread().name
     log.handle(record)
