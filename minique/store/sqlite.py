@@ -58,9 +58,10 @@ CHECKPOINT_AFTER_COMMITS = 500
 RESTART_WAIT_MS = 100
 # SQLite's busy handler sleeps 1, 2, 5, 10 ... then 100 ms between tries, so a
 # writer that has waited a while sleeps through many moments when the lock was
-# free (4 producer processes: the slowest call took 100-330 ms). Each wait is
+# free (4 producer processes: the slowest call took 107-335 ms). Each wait is
 # cut into slices of this length, each starting SQLite's back-off anew, until
-# busy_timeout is spent: sleeps stay under ~20 ms (slowest call 60-140 ms).
+# busy_timeout is spent: sleeps stay under 20 ms (slowest call 64-243 ms,
+# typically 76; see docs/benchmarks.md).
 BUSY_SLICE_MS = 50
 
 _ENQUEUE = (
