@@ -5,7 +5,7 @@ transaction it writes the outcomes the workers handed back and claims as many
 new jobs as there are free workers (plus a small buffer while tasks are
 short). A busy consumer therefore finishes and claims in batches, one commit
 each; an idle one sleeps until a producer's nudge, a poll of the database's
-data version, or the next scheduled eta. It sleeps in ``select()`` on both
+data version, or the next scheduled eta. It sleeps in ``poll()`` on both
 the socket producers nudge and a pipe the other threads of the consumer
 write to, so that a nudge wakes the thread that claims, with no thread
 between them.
@@ -128,7 +128,7 @@ class Consumer:
         self._runners: list[ProcessRunner] = []
         self._dispatcher: threading.Thread | None = None
         self._listener: Listener | None = None
-        self._sleeping = False  # the dispatcher is in select(): poke it through the pipe
+        self._sleeping = False  # the dispatcher is in poll(): poke it through the pipe
         self._poked = False
         self._wake_r, self._wake_w = -1, -1
         self._shut = False  # stop() is over
@@ -336,7 +336,7 @@ class Consumer:
 
     def _notify(self) -> None:
         # Called with self._cond held: wakes stop() waiting on the condition,
-        # and the dispatcher if it sleeps in select() (one byte per sleep).
+        # and the dispatcher if it sleeps in poll() (one byte per sleep).
         self._cond.notify_all()
         if self._sleeping and not self._poked:
             self._poked = True
