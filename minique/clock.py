@@ -13,3 +13,16 @@ def real_monotonic() -> float:
     to an end there.
     """
     return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def boot_id() -> str:
+    """This kernel boot's id ("" where the system does not say).
+
+    ``real_monotonic()`` readings of processes on the same boot compare:
+    the clock is the kernel's, counted from its boot.
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip()
+    except OSError:
+        return ""

@@ -11,6 +11,16 @@ class ConfigurationError(MiniqueError):
     """The queue cannot be used as configured (bad path, read-only file, bad option)."""
 
 
+class OptionError(ConfigurationError, ValueError):
+    """An option or argument given to minique has a wrong type or value.
+
+    Raised where the value is given (``Minique(...)``, ``@mq.task(...)``,
+    ``schedule(...)``, ``mq.consumer(...)``), before anything is stored. The
+    message names the option, the value and what to give. It is a
+    ``ConfigurationError`` and a ``ValueError``, so either ``except`` catches it.
+    """
+
+
 class DatabaseError(MiniqueError):
     """The database could not be read or written; the message says why and what to do."""
 
@@ -23,11 +33,29 @@ class SchemaVersionError(DatabaseError):
     """The database file was written by a newer minique than this one."""
 
 
+class ConsumerFailed(MiniqueError):
+    """A consumer's dispatcher hit errors it could not get past and stopped.
+
+    ``Consumer.run()`` raises it after stopping, so that the process exits
+    non-zero and its supervisor starts a fresh one.
+    """
+
+
 class SerializationError(MiniqueError, TypeError):
     """Arguments or a result that the queue's serializer cannot store.
 
-    Raised at the call site; nothing was enqueued.
+    Raised at the call site; nothing was enqueued. The message says where the
+    bad value sits (``send: argument x['a'][1] is a set; ...``); ``path`` holds
+    the keys and indexes that lead to it from the value given to the
+    serializer, ``problem`` what is wrong with it and ``advice`` what to do.
     """
+
+    def __init__(self, message: str, *, path: tuple[object, ...] = (), problem: str = "",
+                 advice: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
+        self.advice = advice
 
 
 class TaskError(MiniqueError):

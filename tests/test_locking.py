@@ -96,7 +96,7 @@ def test_a_claim_waits_across_slices_until_the_lock_is_released(db_path: Path) -
     queued = work()
     with write_lock_held(db_path) as holder:
         releaser = release_later(holder, SLICES * BUSY_SLICE_MS / 1000)
-        claimed = mq.store.claim("me", lease_until=time.time() + 60, now=time.time(), limit=1)
+        claimed = mq.store.claim("me", lease=60, now=time.time(), limit=1)
         releaser.join()
     assert [job.id for job in claimed] == [int(queued.id)]
 

@@ -343,7 +343,7 @@ def test_reaped_job_names_the_consumer_it_was_taken_from(mq: Minique) -> None:
     def work() -> None: ...
 
     result = work()
-    claimed = mq.store.claim("dead-consumer", lease_until=1.0, now=time.time(), limit=1)
+    claimed = mq.store.claim("dead-consumer", lease=-1.0, now=time.time(), limit=1)
     assert [str(job.id) for job in claimed] == [result.id]
 
     reaped = mq.store.reap_expired(now=time.time())
@@ -410,7 +410,7 @@ def test_finish_of_a_batch_writes_only_the_outcomes_that_still_own_their_job(
     def work() -> None: ...
 
     kept, lost = work(), work()
-    claimed = mq.store.claim("me", lease_until=time.time() + 60, now=time.time(), limit=2)
+    claimed = mq.store.claim("me", lease=60, now=time.time(), limit=2)
     assert len(claimed) == 2
     # The second was taken back (say its lease ran out) before the batch is written
     mq.store.release("me", [(int(lost.id), 1)])

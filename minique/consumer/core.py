@@ -36,11 +36,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
-from ..errors import MiniqueError
+from ..errors import ConsumerFailed, MiniqueError
 from ..store import ClaimedJob, ConsumerInfo
 from ..task import TaskOptions
 from ..wakeup import Listener
-from .execution import Ran, execute, internal_error, timed_out
+from .execution import Ran, WorkerClosed, execute, internal_error, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
@@ -58,6 +58,9 @@ log = logging.getLogger("minique")
 SHORT_TASK = 0.02
 BUFFER_PER_WORKER = 4
 MIN_BUFFER = 32
+# Unexpected errors in a row, with no write between them, after which the
+# dispatcher stops and run() raises ConsumerFailed.
+DISPATCHER_GIVES_UP_AFTER = 8
 # A dispatcher running tasks itself writes their outcomes at least this often;
 # while one task runs longer, the flusher writes those finished before it.
 INLINE_WRITE_EVERY = 0.005
@@ -89,18 +92,29 @@ class Consumer:
         periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.25,
         worker_type: WorkerType = "thread",
     ) -> None:
-        if workers < 1:
-            raise ValueError("a consumer needs at least one worker")
+        from .. import options as check
+        from ..errors import OptionError
+
+        # Checked here, in the caller: a bad value would otherwise stop a
+        # thread of the running consumer (a NaN grace, a string queue name).
+        self.workers = check.integer(
+            workers, "workers", "a consumer needs at least one worker: give an int >= 1",
+            low=1)
         if worker_type not in ("thread", "process"):
-            raise ValueError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
+            raise OptionError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
         self.worker_type = worker_type
         self.mq = mq
         self.id = uuid4().hex
-        self.workers = workers
-        self.queues = tuple(queues) if queues else None
-        self.periodic = periodic
-        self.grace = grace
-        self.poll_interval = poll_interval
+        self.queues = check.queue_names(queues)
+        self.periodic = check.flag(periodic, "periodic")
+        self.grace = None if grace is None else check.real(
+            grace, "grace", "give the seconds running tasks may take to finish at stop, a "
+            f"finite number >= 0 (at most {threading.TIMEOUT_MAX:.0f}), or None to wait for "
+            "them however long they take", high=threading.TIMEOUT_MAX)
+        self.poll_interval = check.real(
+            poll_interval, "poll_interval", "give the seconds between looks at the database "
+            "when no wake-up comes, a finite number > 0 and at most 3600", low_open=True,
+            high=3600.0)
         self.identity: ConsumerInfo | None = None
 
         self._cond = threading.Condition()
@@ -108,6 +122,13 @@ class Consumer:
         self._jobs: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self._inflight = 0  # claimed and not yet written back
         self._handed = 0  # given to worker threads and not yet handed back
+        self._waiting = 0  # put in the worker threads' queue, not yet taken
+        # (id, attempt) -> (id, attempt, started_at) of calls claimed ahead that
+        # have started and whose start the store does not know yet: the next
+        # lease renewal records them (see Housekeeper.renew)
+        self._unrecorded: dict[tuple[int, int], tuple[int, int, float]] = {}
+        self._failed: BaseException | None = None  # the dispatcher could not go on
+        self._loop_errors = 0  # the dispatcher's unexpected errors since its last write
         # One thread worker: the dispatcher runs the tasks (module docstring).
         self._inline = workers == 1 and worker_type == "thread"
         self._pending: deque[ClaimedJob] = deque()  # claimed, for the dispatcher to run
@@ -244,6 +265,14 @@ class Consumer:
         # running in a child while another consumer starts it again.
         for runner in list(self._runners):
             runner.close()
+        if self._runners:
+            # Their threads hand back what finished just before the close, or
+            # leave (WorkerClosed): wait for that before writing below.
+            for _ in self._threads:
+                self._jobs.put(None)
+            deadline = time.monotonic() + 5.0
+            for thread in self._threads:
+                thread.join(max(deadline - time.monotonic(), 0.0))
         # Outcomes that came in after the dispatcher's last write are of tasks
         # that finished: write them, so that the release below cannot requeue
         # a finished task.
@@ -307,6 +336,16 @@ class Consumer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self._failed is not None:
+            raise ConsumerFailed(
+                f"the consumer stopped: its dispatcher kept failing "
+                f"({type(self._failed).__name__}: {self._failed}); see the log, and restart it"
+            ) from self._failed
+
+    @property
+    def failed(self) -> bool:
+        """True once the dispatcher has given up (see ``ConsumerFailed``)."""
+        return self._failed is not None
 
     def request_stop(self) -> None:
         """Ask ``run()`` to stop, from any thread."""
@@ -403,6 +442,13 @@ class Consumer:
                 job = self._jobs.get()
                 if job is None:
                     return
+                with self._cond:
+                    self._waiting -= 1
+                if not self._begin(job):
+                    with self._cond:
+                        self._handed -= 1
+                        self._notify()
+                    continue
                 task = self.mq.tasks.get(job.name)
                 timeout = None if task is None else task.options.timeout
                 if runner is not None or timeout is None or task is None:
@@ -421,12 +467,59 @@ class Consumer:
                                         "ignored", job.name, job.id, ran.duration - timeout)
                             return
                 with self._cond:
+                    self._unrecorded.pop((job.id, job.attempt), None)
                     self._ran.append(ran)
                     self._handed -= 1
                     self._notify()
+        except WorkerClosed:
+            # stop() closed the worker processes after the grace period: the
+            # attempt is put back (see _put_back_the_rest), not failed.
+            return
         finally:
             if runner is not None:
                 runner.close()
+
+    def _begin(self, job: ClaimedJob) -> bool:
+        """Get ready to start a claimed job; False if it must not run here after all.
+
+        A job claimed ahead counts its attempt once its start is recorded,
+        normally later and in a batch. A suspect one (taken from a consumer
+        that died: it may be what killed it) is recorded now, before it runs,
+        so that a call that kills every consumer runs out of attempts; the
+        outcomes held here are written in the same transaction, so that the
+        calls that ran before it are not lost with this consumer.
+        """
+        if not job.suspect:
+            if not job.counted:
+                self._unrecorded[job.id, job.attempt] = (job.id, job.attempt, time.time())
+            return True
+        failures = 0
+        while True:
+            with self._cond:
+                ran, self._ran = self._ran, []
+            try:
+                written, ours = self.mq.store.record_start(
+                    self.id, job.id, job.attempt, time.time(), [r.outcome for r in ran])
+            except MiniqueError as exc:
+                with self._cond:
+                    self._ran[:0] = ran
+                failures += 1
+                log.error("cannot record the start of %s[%s] (attempt %d): %s", job.name,
+                          job.id, failures, exc)
+                with self._cond:
+                    if self._stopping or self._abandon:
+                        break  # stop() puts it back
+                time.sleep(min(0.05 * 2 ** failures, 2.0))
+                continue
+            self._after_exchange(ran, written, [], 0)
+            if ours:
+                return True
+            log.warning("%s[%s] was taken back from this consumer before it started",
+                        job.name, job.id)
+            break
+        with self._cond:
+            self._inflight -= 1
+        return False
 
     def _attempt(self, job: ClaimedJob, runner: ProcessRunner | None,
                  timeout: float | None) -> Ran:
@@ -436,6 +529,8 @@ class Consumer:
             if runner is not None:
                 return runner.run(job, self.id, timeout)
             return execute(self.mq, job, self.id)
+        except WorkerClosed:
+            raise
         except BaseException as exc:
             log.exception("%s[%s]: the worker failed around the task", job.name, job.id)
             return internal_error(job, self.id, exc)
@@ -448,6 +543,7 @@ class Consumer:
         expired = [w for w in self._watched.values() if w.deadline <= now]
         for watch in expired:
             del self._watched[watch.job.id, watch.job.attempt]
+            self._unrecorded.pop((watch.job.id, watch.job.attempt), None)
             self._handed -= 1
             log.error("%s[%s] passed its timeout of %g s; a new worker thread takes its place "
                       "(the old one cannot be stopped)", watch.job.name, watch.job.id,
@@ -457,6 +553,17 @@ class Consumer:
 
     # -- dispatcher ----------------------------------------------------------------------
 
+    def _free_workers(self, finished: int) -> int:
+        """How many of the jobs claimed now will start at once (called with self._cond held).
+
+        None while jobs wait in this consumer: new ones queue behind them.
+        """
+        waiting = self._waiting + (len(self._pending) if self._inline else 0)
+        if waiting:
+            return 0
+        running = self._inflight - finished
+        return max(0, self.workers - running)
+
     def _capacity(self) -> int:
         buffer = 0
         if self._avg_duration is not None and self._avg_duration < SHORT_TASK:
@@ -465,7 +572,25 @@ class Consumer:
 
     def _dispatch(self) -> None:
         try:
-            self._dispatch_loop()
+            while True:
+                try:
+                    self._dispatch_loop()
+                    return
+                except Exception as exc:
+                    # A bug of ours, or a row no check foresaw: never leave the
+                    # consumer alive and idle. Start the loop again; a loop that
+                    # keeps failing without a write in between gives up, and
+                    # run() exits non-zero for a supervisor to restart it.
+                    self._loop_errors += 1
+                    log.exception("the dispatcher failed (%d in a row); it starts again",
+                                  self._loop_errors)
+                    if self._loop_errors >= DISPATCHER_GIVES_UP_AFTER:
+                        log.critical("the dispatcher keeps failing; the consumer stops")
+                        with self._cond:
+                            self._failed = exc
+                        self._stop_requested.set()
+                        return
+                    time.sleep(min(0.05 * 2 ** self._loop_errors, 2.0))
         finally:
             with self._cond:
                 self._dispatched = True
@@ -507,6 +632,7 @@ class Consumer:
                 # The outcomes written in this transaction free their slots in it.
                 limit = 0 if self._stopping or self._abandon \
                     else self._capacity() + len(ran)
+                start_now = self._free_workers(len(ran))
                 hint = self._hint
                 if limit > 0:
                     self._hint = False  # consumed: a nudge from now on sets it again
@@ -524,11 +650,14 @@ class Consumer:
                 # Every claim first promotes scheduled jobs whose time has come
                 # (cheap: an index range), so they never wait behind a backlog.
                 written, claimed = store.exchange(
-                    [r.outcome for r in ran], self.id, now + self.mq.lease, now, limit,
-                    self.queues, promote=limit > 0)
-            except MiniqueError as exc:
+                    [r.outcome for r in ran], self.id, self.mq.lease, now, limit,
+                    self.queues, promote=limit > 0, start_now=start_now)
+            except Exception as exc:
                 failures += 1
-                log.error("cannot reach the queue database (attempt %d): %s", failures, exc)
+                if isinstance(exc, MiniqueError):
+                    log.error("cannot reach the queue database (attempt %d): %s", failures, exc)
+                else:
+                    log.exception("writing outcomes and claiming failed (attempt %d)", failures)
                 with self._cond:
                     self._ran[:0] = ran
                     self._hint = self._hint or hint
@@ -537,18 +666,24 @@ class Consumer:
                 time.sleep(min(0.05 * 2 ** failures, 2.0))
                 continue
             failures = 0
+            self._loop_errors = 0
             self._after_exchange(ran, written, claimed, limit)
             if leave:
                 return
 
     def _after_exchange(self, ran: list[Ran], written: list[bool], claimed: list[ClaimedJob],
                         limit: int) -> None:
+        self._hand_out(ran, claimed, limit)
+        # Logged after the jobs are handed out: a log filter or handler that
+        # raises must not leave claimed jobs unknown to the workers.
         for r, ok in zip(ran, written, strict=True):
             if ok:
                 log_task_line(r.level, r.message)
             else:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
+
+    def _hand_out(self, ran: list[Ran], claimed: list[ClaimedJob], limit: int) -> None:
         requeued = False
         # Under the lock: with one worker, the flusher's writes come here too.
         with self._cond:
@@ -566,6 +701,7 @@ class Consumer:
                 self._pending.extend(claimed)
             else:
                 self._handed += len(claimed)
+                self._waiting += len(claimed)
                 for job in claimed:
                     self._jobs.put(job)
             if requeued or (limit and len(claimed) == limit):
@@ -598,12 +734,17 @@ class Consumer:
                 job = self._pending.popleft()
                 if self._timeout_of(job) is not None:
                     self._handed += 1
+                    self._waiting += 1
                     self._jobs.put(job)
                     return True
+            if not self._begin(job):
+                continue
+            with self._cond:
                 self._in_task = True
                 self._task_seq += 1
             ran = self._attempt(job, None, None)
             with self._cond:
+                self._unrecorded.pop((job.id, job.attempt), None)
                 self._in_task = False
                 if self._taken_over:
                     log.warning("%s: ignored, the task ran past the grace period and was put "
@@ -701,6 +842,7 @@ class Consumer:
                 handed += 1
         with self._cond:
             self._handed -= handed
+            self._waiting -= handed
         if not buffered:
             return
         try:
@@ -722,3 +864,12 @@ class Consumer:
         """
         dispatcher = self._dispatcher
         return self._inflight > 0 and dispatcher is not None and dispatcher.is_alive()
+
+    def unrecorded_starts(self) -> list[tuple[int, int, float]]:
+        """``(id, attempt, started_at)`` of running jobs claimed ahead whose start is not stored."""
+        return list(self._unrecorded.values())
+
+    def starts_recorded(self, starts: list[tuple[int, int, float]]) -> None:
+        """Forget these starts: the store has them now."""
+        for job_id, attempt, _ in starts:
+            self._unrecorded.pop((job_id, attempt), None)

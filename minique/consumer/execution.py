@@ -30,6 +30,13 @@ class Ran:
     duration: float
 
 
+class WorkerClosed(Exception):  # noqa: N818 - not an error: a shutdown
+    """The consumer closed the worker process during this attempt (after the grace period).
+
+    The attempt is neither finished nor failed: the consumer puts the job back.
+    """
+
+
 def _fmt_seconds(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
@@ -52,6 +59,10 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
         outcome = Outcome(job.id, owner, job.attempt, "expired", now, error_type="Expired",
                           error_message="the call was not started before it expired")
         return Ran(outcome, logging.INFO, f"{job.name}[{job.id}] expired, not run", 0.0)
+    if job.problem is not None:
+        return _failed(job, owner, "CorruptJob", (
+            f"the stored call cannot run: {job.problem}; it was written around minique's "
+            "checks (by hand, or by a buggy tool): enqueue it again through the task"))
     task = mq.tasks.get(job.name)
     if task is None:
         known = ", ".join(sorted(mq.tasks)) or "none"
@@ -65,6 +76,7 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
             f"the stored arguments cannot be decoded ({exc}); the row is corrupt or was "
             "written with another serializer"))
     attempt = Attempt(str(job.id), task, job.attempt, job.max_attempts, job.queue)
+    started_at = time.time()
     start = time.perf_counter()
     swallowed = None
     try:
@@ -83,7 +95,8 @@ def execute(mq: Minique, job: ClaimedJob, owner: str) -> Ran:
     except SerializationError as exc:
         return _failed(job, owner, "SerializationError",
                        f"the task's return value cannot be stored: {exc}", duration=duration)
-    outcome = Outcome(job.id, owner, job.attempt, "done", time.time(), result=stored)
+    outcome = Outcome(job.id, owner, job.attempt, "done", time.time(), result=stored,
+                      started_at=started_at)
     return Ran(outcome, logging.INFO,
                f"{job.name}[{job.id}] done in {_fmt_seconds(duration)}", duration)
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import MiniqueError
 from ..store import Reaped
-from .identity import certainly_dead
+from .failures import FailureLog
+from .identity import certainly_dead, renew_interval
 
 if TYPE_CHECKING:
     from .core import Consumer
@@ -25,6 +26,9 @@ DEAD_CHECK_EVERY = 1.0
 # Commits poke the store's own checkpointer thread; this catches the rest.
 CHECKPOINT_EVERY = 1.0
 PURGE_EVERY = 60.0
+# While the database fails, wait this long before trying again, doubling up to MAX_BACKOFF.
+MIN_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
 
 
 class Housekeeper:
@@ -34,8 +38,8 @@ class Housekeeper:
         self.consumer = consumer
         self.mq = consumer.mq
         self.lease = consumer.mq.lease
-        # Renew well before expiry: three chances per lease to get a write in.
-        self.renew_every = max(min(self.lease / 3, 10.0), 0.05)
+        # Renew well before expiry; readers judge liveness by the same interval.
+        self.renew_every = renew_interval(self.lease)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="minique-scheduler", daemon=True)
 
@@ -49,6 +53,8 @@ class Housekeeper:
 
     def _loop(self) -> None:
         next_renew = next_check = next_purge = next_checkpoint = time.monotonic()
+        failures = FailureLog("housekeeping")
+        backoff = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             try:
@@ -66,15 +72,30 @@ class Housekeeper:
                     self.purge()
                     next_purge = now + PURGE_EVERY
             except MiniqueError as exc:
-                log.error("housekeeping failed, will try again: %s", exc)
+                # The chore that failed is due again at once: wait a growing
+                # while first, no longer than a renewal, so that leases are
+                # renewed soon after the database recovers.
+                failures.failed(exc)
+                backoff = min(max(2 * backoff, MIN_BACKOFF), MAX_BACKOFF, self.renew_every)
+                self._stop.wait(backoff)
+                continue
+            if backoff:
+                failures.succeeded()
+                backoff = 0.0
             wait = min(next_renew, next_check, next_purge, next_checkpoint) - time.monotonic()
             self._stop.wait(max(wait, 0.01))
 
     def renew(self) -> None:
         """Extend the leases of this consumer's jobs, and note that it is alive."""
+        if self.consumer.failed:
+            return  # its dispatcher gave up: let its leases run out, and stop looking alive
         now = time.time()
         if self.consumer.holds_jobs():
-            self.mq.store.renew(self.consumer.id, now + self.lease)
+            # Calls claimed ahead that have run since the last renewal count
+            # their attempts now, in the same transaction.
+            started = self.consumer.unrecorded_starts()
+            self.mq.store.renew(self.consumer.id, self.lease, now, started)
+            self.consumer.starts_recorded(started)
         self.mq.store.consumer_heartbeat(self.consumer.id, now)
 
     def recover_dead_consumers(self) -> None:
@@ -90,14 +111,16 @@ class Housekeeper:
                 self.mq.store.unregister_consumer(other.id)
                 log.warning("consumer %s (pid %d) is gone; took back %d task(s)",
                             other.id[:8], other.pid, len(reaped))
-                self._report(reaped)
+                self._report(reaped, "that consumer is gone")
             elif other.heartbeat_at < time.time() - max(10 * self.lease, 3600):
                 # Silent for that long: its leases ran out long ago; forget it.
                 self.mq.store.unregister_consumer(other.id)
 
     def reap_expired(self) -> None:
         """Take back running jobs whose lease ran out (their consumer stopped renewing)."""
-        self._report(self.mq.store.reap_expired(time.time()))
+        # Never its own: this consumer is alive, whatever the clocks say.
+        reaped = self.mq.store.reap_expired(time.time(), mine=(self.consumer.id,))
+        self._report(reaped, "its lease expired")
 
     def purge(self) -> None:
         """Delete finished jobs older than the queue's ``result_ttl``."""
@@ -107,13 +130,18 @@ class Housekeeper:
         if deleted:
             log.info("deleted %d finished task(s) older than %g s", deleted, self.mq.result_ttl)
 
-    def _report(self, reaped: list[Reaped]) -> None:
+    def _report(self, reaped: list[Reaped], why: str) -> None:
         for job in reaped:
-            if job.state == "queued":
-                log.warning("%s[%s] was running on consumer %s, which is gone: queued again "
-                            "(attempt %d)", job.name, job.id, job.owner[:8], job.attempt)
+            if not job.started:
+                log.warning("%s[%s] was claimed by consumer %s and had not started as far as "
+                            "the database knows; %s: queued again, no attempt used",
+                            job.name, job.id, job.owner[:8], why)
+            elif job.state == "queued":
+                log.warning("%s[%s] was running on consumer %s and %s: queued again "
+                            "(attempt %d lost)", job.name, job.id, job.owner[:8], why,
+                            job.attempt)
             else:
-                log.error("%s[%s] was running on consumer %s, which is gone, and has no "
-                          "attempts left: failed", job.name, job.id, job.owner[:8])
+                log.error("%s[%s] was running on consumer %s and %s, with no attempts left: "
+                          "failed", job.name, job.id, job.owner[:8], why)
         if any(job.state == "queued" for job in reaped):
             self.consumer.wake()

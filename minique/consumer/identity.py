@@ -9,11 +9,18 @@ wait for its lease to run out: a task run late is better than a task run twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from pathlib import Path
 
+from ..clock import boot_id
+from ..records import ConsumerState, ConsumerStatus
 from ..store import ConsumerInfo
+
+# A consumer whose heartbeat missed this many renewals (plus a second for a
+# slow write) is not counted as live: it is stuck, or gone where we cannot see.
+SILENT_AFTER_RENEWALS = 2
 
 
 def _read(path: str) -> str:
@@ -21,11 +28,6 @@ def _read(path: str) -> str:
         return Path(path).read_text().strip()
     except OSError:
         return ""
-
-
-def boot_id() -> str:
-    """This kernel boot's id ("" where the system does not say)."""
-    return _read("/proc/sys/kernel/random/boot_id")
 
 
 def pid_namespace() -> str:
@@ -72,3 +74,39 @@ def certainly_dead(info: ConsumerInfo, me: ConsumerInfo) -> bool:
     start, state = current
     # A zombie has exited; only its parent has not collected it yet.
     return start != info.pid_start or state in ("Z", "X")
+
+
+def renew_interval(lease: float) -> float:
+    """Seconds between a consumer's renewals of its leases and its heartbeat, for ``lease``.
+
+    Three chances per lease to get a write in, and at least one every 10 s,
+    so that other processes soon learn that it is alive.
+    """
+    return max(min(lease / 3, 10.0), 0.05)
+
+
+def state_of(info: ConsumerInfo, me: ConsumerInfo, now: float, lease: float) -> ConsumerState:
+    """Whether the consumer ``info`` is live, as the process ``me`` sees it at ``now``.
+
+    ``"dead"`` when it is certainly dead on this host, ``"silent"`` when its
+    heartbeat is older than ``SILENT_AFTER_RENEWALS`` renewals for ``lease``
+    (consumers run with the same options as the reader, normally), ``"live"``
+    otherwise.
+    """
+    if certainly_dead(info, me):
+        return "dead"
+    if now - info.heartbeat_at > SILENT_AFTER_RENEWALS * renew_interval(lease) + 1.0:
+        return "silent"
+    return "live"
+
+
+def status_of(info: ConsumerInfo, state: ConsumerState) -> ConsumerStatus:
+    """What ``mq.consumers()`` shows of a registered consumer."""
+    return ConsumerStatus(
+        id=info.id, host=info.hostname, pid=info.pid,
+        queues=None if info.queues == "*" else tuple(info.queues.split(",")),
+        workers=info.workers,
+        started_at=dt.datetime.fromtimestamp(info.started_at, dt.UTC),
+        last_seen=dt.datetime.fromtimestamp(info.heartbeat_at, dt.UTC),
+        state=state,
+    )

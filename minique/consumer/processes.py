@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from ..store import ClaimedJob
-from .execution import Ran, after_error, execute, timed_out
+from .execution import Ran, WorkerClosed, after_error, execute, timed_out
 
 if TYPE_CHECKING:
     from ..app import Minique
@@ -81,6 +81,7 @@ class ProcessRunner:
         self._process: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
+        self._closed = False
 
     def _start(self) -> None:
         child_reads, parent_writes = os.pipe()
@@ -120,6 +121,8 @@ class ProcessRunner:
         task = self.mq.tasks.get(job.name)
         if task is None:
             return execute(self.mq, job, owner)  # fails it as unknown, without a child
+        if self._closed:
+            raise WorkerClosed("the consumer is stopping")
         if self._process is None or self._process.poll() is not None:
             self._kill()
             try:
@@ -134,6 +137,9 @@ class ProcessRunner:
                 ran: Ran = self._replies.recv()
                 return ran
         except (EOFError, OSError):
+            if self._closed:
+                # close() killed the child: the consumer puts the job back.
+                raise WorkerClosed("the consumer closed the worker process") from None
             code = self._exit_code()
             self._kill()
             return after_error(job, owner, task.options, WorkerCrashed(
@@ -155,6 +161,7 @@ class ProcessRunner:
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def close(self) -> None:
-        """Stop the child process."""
+        """Stop the child process; an attempt running in it raises ``WorkerClosed``."""
+        self._closed = True
         self._kill()
 

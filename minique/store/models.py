@@ -40,7 +40,17 @@ class Job(BaseModel):
     attempts = pw.IntegerField(default=0)  # attempts started so far
     max_attempts = pw.IntegerField()  # retries + 1, kept for the reaper
     owner = pw.TextField(null=True)  # consumer id while running
-    lease_until = pw.FloatField(null=True)
+    lease_until = pw.FloatField(null=True)  # epoch seconds, for consumers on other hosts
+    # The same lease on the holder's monotonic clock, valid on the kernel boot
+    # named: a step of the wall clock (NTP, a resumed VM) cannot expire it.
+    lease_boot = pw.TextField(null=True)
+    lease_mono = pw.FloatField(null=True)
+    # A running row's attempt counts (attempts += 1) only once its start is
+    # recorded: calls claimed ahead of free workers may never start.
+    started = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+    # Its consumer died before the start was recorded: it may have started
+    # (and killed the consumer); its next start is recorded before it runs.
+    suspect = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     created_at = pw.FloatField()
     started_at = pw.FloatField(null=True)
     finished_at = pw.FloatField(null=True)
@@ -103,7 +113,7 @@ INDEXES = (
 def create_statements() -> list[str]:
     """The DDL of the current schema, rendered by peewee from the models above.
 
-    A change to the models also needs a step in ``schema.migration`` and a
+    A change to the models also needs a step in ``schema._STEPS`` and a
     new ``SCHEMA_VERSION``.
     """
     statements = []

@@ -40,6 +40,15 @@ class ClaimedJob:
     max_attempts: int
     expires: float | None
     eta: float
+    # The claim counted this attempt (it was meant to start at once); a call
+    # claimed ahead of free workers counts it when its start is recorded.
+    counted: bool = True
+    # A consumer died holding this call before its start was recorded: record
+    # the start before running it, so a call that kills consumers runs out of
+    # attempts.
+    suspect: bool = False
+    # Why the row cannot run as stored (a corrupt field), or None.
+    problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +69,7 @@ class Outcome:
     error_message: str | None = None
     traceback: str | None = None
     eta: float | None = None
+    started_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -92,6 +102,7 @@ class Reaped:
     owner: str
     attempt: int
     state: State  # queued again, or failed when its attempts are spent
+    started: bool  # its start was recorded (the lost attempt counts)
 
 
 @dataclass(slots=True)

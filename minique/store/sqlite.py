@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from ..clock import real_monotonic
+from ..clock import boot_id, real_monotonic
 from ..errors import (
     ConfigurationError,
     DatabaseError,
@@ -38,7 +38,7 @@ from .records import (
     Outcome,
     Reaped,
 )
-from .schema import SCHEMA_VERSION, migration
+from .schema import SCHEMA_VERSION, upgrade
 
 log = logging.getLogger("minique")
 
@@ -69,48 +69,97 @@ _ENQUEUE = (
     " max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
 )
 # Immediate mode: the call ran in the caller, as attempt N of an owner of its own.
-_MARK_RAN_HERE = "UPDATE jobs SET owner = ?, attempts = ?, started_at = ? WHERE id = ?"
+_MARK_RAN_HERE = (
+    "UPDATE jobs SET owner = ?, attempts = ?, started = 1, started_at = ? WHERE id = ?"
+)
 _PROMOTE_DUE = "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND eta <= ?"
 _NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
+# A claim counts an attempt only for the calls that start now, on free
+# workers (``started = 1``). Calls claimed ahead of free workers count theirs
+# when their start is recorded: by their outcome, by a lease renewal while
+# they run, or (for a suspect call) by ``record_start`` before they run. A
+# consumer that dies holding calls it never started costs them nothing.
 _CLAIM = (
-    "UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, started_at = ?,"
-    " attempts = attempts + 1"
+    "UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, lease_boot = ?,"
+    " lease_mono = ?, started = {started}, started_at = {started_at},"
+    " attempts = attempts + {started}"
     " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'{queues}"
     " ORDER BY priority DESC, eta, id LIMIT ?)"
-    " RETURNING id, name, queue, priority, payload, attempts, max_attempts, expires, eta"
+    " RETURNING id, name, queue, priority, payload, attempts + 1 - started, max_attempts,"
+    " expires, eta, started, suspect"
 )
+_CLAIM_NOW = _CLAIM.replace("{started}", "1").replace("{started_at}", "?")
+_CLAIM_AHEAD = _CLAIM.replace("{started}", "0").replace("{started_at}", "started_at")
+# The attempt number of a running row is attempts + 1 - started: the same
+# before and after its start is recorded.
+_OURS = "owner = ? AND state = 'running' AND attempts + 1 - started = ?"
 # The owner and attempt guard every finish: an attempt whose lease was taken
 # back (and perhaps given to another consumer) must not overwrite the row.
 _FINISH = (
     "UPDATE jobs SET state = ?, eta = COALESCE(?, eta), result = ?, error_type = ?,"
-    " error_message = ?, traceback = ?, finished_at = ?, owner = NULL, lease_until = NULL"
-    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+    " error_message = ?, traceback = ?, finished_at = ?, started_at = COALESCE(?, started_at),"
+    " attempts = ?, started = 0, owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " lease_mono = NULL WHERE id = ? AND " + _OURS
 )
-_RENEW = "UPDATE jobs SET lease_until = ? WHERE owner = ? AND state = 'running'"
+# An attempt that completed after its lease was taken back (its consumer was
+# frozen, or held the GIL past the lease) still counts: a finished task must
+# not run again, nor end as lost. The first attempt to complete wins; one
+# running elsewhere meanwhile will find its outcome ignored.
+_FINISH_LATE = (
+    "UPDATE jobs SET state = 'done', result = ?, error_type = NULL, error_message = NULL,"
+    " traceback = NULL, finished_at = ?, started_at = COALESCE(?, started_at), started = 0,"
+    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
+    " WHERE id = ? AND error_type = 'WorkerLost'"
+    " AND state IN ('queued', 'scheduled', 'running', 'failed')"
+)
+# (a start already recorded stays as it is)
+_RECORD_START = (
+    "UPDATE jobs SET attempts = attempts + 1 - started, started = 1,"
+    " started_at = CASE WHEN started THEN started_at ELSE ? END WHERE id = ? AND " + _OURS
+)
+_RENEW = (
+    "UPDATE jobs SET lease_until = ?, lease_mono = ? WHERE owner = ? AND state = 'running'"
+)
+# Put back without using an attempt: one whose start was recorded gives it back.
 _RELEASE = (
-    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, started_at = NULL,"
-    " attempts = attempts - 1 WHERE owner = ? AND state = 'running'"
+    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " lease_mono = NULL, attempts = attempts - started, started = 0"
+    " WHERE owner = ? AND state = 'running'"
 )
-_RELEASE_ONE = _RELEASE + " AND id = ? AND attempts = ?"
+_RELEASE_ONE = _RELEASE + " AND id = ? AND attempts + 1 - started = ?"
 # A lost attempt counts against the task's retries, but every task gets at
 # least one more run after its consumer died: a crash is rarely the task's
 # fault, and at-least-once must hold with retries=0. A task that keeps killing
 # its consumer still ends failed.
 _LOST = (
-    "SELECT id, name, owner, attempts, attempts < MAX(max_attempts, 2) FROM jobs"
-    " WHERE state = 'running' AND {cond}"
+    "SELECT id, name, owner, attempts + 1 - started, started,"
+    " attempts < MAX(max_attempts, 2) FROM jobs WHERE state = 'running' AND {cond}"
+)
+# A lease compared on the holder's monotonic clock when it is ours too (same
+# kernel boot); on the wall clock otherwise.
+_EXPIRED = (
+    "owner NOT IN ({mine}) AND CASE WHEN lease_boot = ? THEN lease_mono < ?"
+    " ELSE lease_until < ? END"
+)
+_LOST_END = (
+    "owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL, started = 0,"
+    " error_type = 'WorkerLost', error_message = ?"
+)
+# Never started as far as the store knows: back to the queue with its attempts
+# untouched. Every call taken from a dead consumer is marked suspect: it may
+# be what killed it, so the consumer that runs it next first records its
+# start, and writes the outcomes it holds, in one transaction.
+_REQUEUE_UNSTARTED = (
+    "UPDATE jobs SET state = 'queued', suspect = 1, " + _LOST_END + " WHERE id = ? AND " + _OURS
 )
 _REQUEUE_LOST = (
-    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL"
-    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+    "UPDATE jobs SET state = 'queued', suspect = 1, " + _LOST_END + " WHERE id = ? AND " + _OURS
 )
 _FAIL_LOST = (
-    "UPDATE jobs SET state = 'failed', owner = NULL, lease_until = NULL, finished_at = ?,"
-    " error_type = 'WorkerLost', error_message = 'the consumer running attempt '"
-    " || attempts || ' died or lost its lease, and no attempts remain'"
-    " WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+    "UPDATE jobs SET state = 'failed', finished_at = ?, " + _LOST_END
+    + " WHERE id = ? AND " + _OURS
 )
-_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND lease_until < ? LIMIT 1"
+_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND " + _EXPIRED + " LIMIT 1"
 _REVOKE = (
     "UPDATE jobs SET state = 'revoked', finished_at = ?, error_type = 'Revoked',"
     " error_message = 'the call was revoked before it started'"
@@ -148,6 +197,33 @@ _PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
 # Firing is a compare-and-set on the stored slot: of all the consumers that
 # saw the slot come due, exactly one moves it on and enqueues the job.
 _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = ? WHERE name = ? AND next_fire = ?"
+
+def _claimed(row: tuple[object, ...]) -> ClaimedJob:
+    job = ClaimedJob(*row[:9])  # type: ignore[arg-type]
+    job.counted, job.suspect = bool(row[9]), bool(row[10])
+    # Only a write around minique's checks stores a field of the wrong type;
+    # the consumer fails that call with the reason instead of choking on it.
+    problems = []
+    if type(job.priority) is not int:
+        problems.append(f"its priority {job.priority!r} is not an integer")
+        job.priority = 0
+    if not isinstance(job.eta, int | float):
+        problems.append(f"its eta {job.eta!r} is not a number")
+        job.eta = 0.0
+    if job.expires is not None and not isinstance(job.expires, int | float):
+        problems.append(f"its expiry {job.expires!r} is not a number")
+        job.expires = None
+    if type(job.max_attempts) is not int:
+        problems.append(f"its max_attempts {job.max_attempts!r} is not an integer")
+        job.max_attempts = job.attempt
+    if problems:
+        job.problem = "; ".join(problems)
+    return job
+
+
+def _hand_out_order(job: ClaimedJob) -> tuple[bool, int, float, int]:
+    return (not job.counted, -job.priority, job.eta, job.id)
+
 
 def _job_row(job: NewJob, state: str) -> tuple[object, ...]:
     return (job.id, job.name, job.queue, job.priority, state, job.payload, job.eta, job.expires,
@@ -265,6 +341,7 @@ class SqliteStore:
         self._checkpointer = _Checkpointer(self)
         self._init_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._boot = boot_id()
         _stores.add(self)
 
     # -- connections and errors ------------------------------------------------
@@ -429,10 +506,9 @@ class SqliteStore:
         try:
             # Another process may have migrated while we waited for the lock.
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                # Each step upgrades from version N-1 to N, all in this transaction.
-                for statement in migration(step):
-                    conn.execute(statement)
+            # Every step from there, all in this transaction.
+            for statement in upgrade(version):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -547,15 +623,17 @@ class SqliteStore:
     # -- consumers ---------------------------------------------------------------
 
     def claim(
-        self, owner: str, lease_until: float, now: float, limit: int,
-        queues: Sequence[str] | None = None, promote: bool = False,
+        self, owner: str, lease: float, now: float, limit: int,
+        queues: Sequence[str] | None = None, promote: bool = False, start_now: int | None = None,
     ) -> list[ClaimedJob]:
-        """Take up to ``limit`` ready jobs for ``owner``, best first, in one statement.
+        """Take up to ``limit`` ready jobs for ``owner``, best first, for ``lease`` seconds.
 
-        With ``promote``, scheduled jobs whose eta has come are made ready first,
-        in the same transaction.
+        The first ``start_now`` (default: all) are counted as started at once;
+        the others are claimed ahead and count their attempt only once their
+        start is recorded (see ``record_start``). With ``promote``, scheduled
+        jobs whose eta has come are made ready first, in the same transaction.
         """
-        return self.exchange((), owner, lease_until, now, limit, queues, promote)[1]
+        return self.exchange((), owner, lease, now, limit, queues, promote, start_now)[1]
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Write how attempts ended, all in one transaction.
@@ -566,8 +644,9 @@ class SqliteStore:
         return self.exchange(outcomes, "", 0.0, 0.0, 0)[0]
 
     def exchange(
-        self, outcomes: Sequence[Outcome], owner: str, lease_until: float, now: float,
+        self, outcomes: Sequence[Outcome], owner: str, lease: float, now: float,
         limit: int, queues: Sequence[str] | None = None, promote: bool = False,
+        start_now: int | None = None,
     ) -> tuple[list[bool], list[ClaimedJob]]:
         """``finish`` these outcomes and ``claim`` up to ``limit`` jobs, in one transaction.
 
@@ -580,23 +659,33 @@ class SqliteStore:
             if limit > 0:
                 if promote:
                     conn.execute(_PROMOTE_DUE, (now,))
-                if queues:
-                    marks = ",".join("?" * len(queues))
-                    sql = _CLAIM.format(queues=f" AND queue IN ({marks})")
-                    params: tuple[object, ...] = (owner, lease_until, now, *queues, limit)
-                else:
-                    sql = _CLAIM.format(queues="")
-                    params = (owner, lease_until, now, limit)
-                rows = conn.execute(sql, params).fetchall()
-        jobs = [ClaimedJob(*row) for row in rows]  # type: ignore[arg-type]
-        # RETURNING gives no order; hand them out best first.
-        jobs.sort(key=lambda j: (-j.priority, j.eta, j.id))
+                rows = self._claim_in(conn, owner, lease, now, limit, queues,
+                                      limit if start_now is None else start_now)
+        jobs = [_claimed(row) for row in rows]
+        # RETURNING gives no order; hand them out best first, those that
+        # start now before those claimed ahead.
+        jobs.sort(key=_hand_out_order)
         return written, jobs
+
+    def _claim_in(self, conn: sqlite3.Connection, owner: str, lease: float, now: float,
+                  limit: int, queues: Sequence[str] | None,
+                  start_now: int) -> list[tuple[object, ...]]:
+        where = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
+        lease_params = (owner, now + lease, self._boot, real_monotonic() + lease)
+        rows: list[tuple[object, ...]] = []
+        start_now = max(0, min(start_now, limit))
+        if start_now:
+            rows = conn.execute(_CLAIM_NOW.format(queues=where),
+                                (*lease_params, now, *(queues or ()), start_now)).fetchall()
+        if limit > len(rows) and len(rows) == start_now:
+            rows += conn.execute(_CLAIM_AHEAD.format(queues=where),
+                                 (*lease_params, *(queues or ()), limit - len(rows))).fetchall()
+        return rows
 
     def _finish_in(self, conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
         rows = [(o.state, o.eta, o.result, o.error_type, o.error_message, o.traceback,
                  o.finished_at if o.state in ("done", "failed", "expired") else None,
-                 o.id, o.owner, o.attempt) for o in outcomes]
+                 o.started_at, o.attempt, o.id, o.owner, o.attempt) for o in outcomes]
         # One executemany for the batch; its rowcount says whether every
         # outcome still owned its job. Almost always it does; when not, redo the
         # batch row by row to learn which ones were taken back.
@@ -606,12 +695,44 @@ class SqliteStore:
             return [True] * len(rows)
         conn.execute("ROLLBACK TO finish")
         conn.execute("RELEASE finish")
-        return [conn.execute(_FINISH, row).rowcount == 1 for row in rows]
+        written = []
+        for outcome, row in zip(outcomes, rows, strict=True):
+            ok = conn.execute(_FINISH, row).rowcount == 1
+            if not ok and outcome.state == "done":
+                ok = conn.execute(_FINISH_LATE, (
+                    outcome.result, outcome.finished_at, outcome.started_at, outcome.id,
+                )).rowcount == 1
+                if ok:
+                    log.warning("job %s finished after its lease was taken back; its result "
+                                "is kept and it will not run again", outcome.id)
+            written.append(ok)
+        return written
 
-    def renew(self, owner: str, lease_until: float) -> int:
-        """Extend the lease of every job ``owner`` runs; the number renewed."""
+    def record_start(self, owner: str, job_id: int, attempt: int, now: float,
+                     outcomes: Sequence[Outcome] = ()) -> tuple[list[bool], bool]:
+        """Count the attempt of a job claimed ahead, before it runs, and ``finish`` these outcomes.
+
+        Returns what ``finish`` returns, and whether the start was recorded
+        (False: the job is no longer ``owner``'s, and must not run).
+        """
         with self._write() as conn:
-            return conn.execute(_RENEW, (lease_until, owner)).rowcount
+            written = self._finish_in(conn, outcomes) if outcomes else []
+            return written, conn.execute(_RECORD_START, (now, job_id, owner, attempt)).rowcount == 1
+
+    def renew(self, owner: str, lease: float, now: float,
+              started: Sequence[tuple[int, int, float]] = ()) -> int:
+        """Extend for ``lease`` seconds the lease of every job ``owner`` holds.
+
+        ``started`` are ``(id, attempt, started_at)`` of jobs claimed ahead that
+        have been running since: their attempts are recorded as started in the
+        same transaction. Returns the number of leases renewed.
+        """
+        with self._write() as conn:
+            if started:
+                conn.executemany(_RECORD_START, [(at, job_id, owner, attempt)
+                                                 for job_id, attempt, at in started])
+            return conn.execute(_RENEW, (now + lease, real_monotonic() + lease,
+                                         owner)).rowcount
 
     def release(self, owner: str, jobs: Sequence[tuple[int, int]] | None = None) -> int:
         """Put back jobs ``owner`` holds (all, or these ``(id, attempt)``).
@@ -624,29 +745,43 @@ class SqliteStore:
             return sum(conn.execute(_RELEASE_ONE, (owner, job_id, attempt)).rowcount
                        for job_id, attempt in jobs)
 
-    def reap_expired(self, now: float) -> list[Reaped]:
-        """Take back running jobs whose lease ran out: requeued, or failed if out of attempts."""
+    def reap_expired(self, now: float, mine: Sequence[str] = ()) -> list[Reaped]:
+        """Take back running jobs whose lease ran out: requeued, or failed if out of attempts.
+
+        Jobs of the consumers in ``mine`` are never taken: they are alive and
+        this is their own process. A lease held on this kernel boot is read on
+        the monotonic clock, so a step of the wall clock cannot expire it.
+        """
+        cond = _EXPIRED.format(mine=",".join("?" * len(mine)))
+        params = (*mine, self._boot, real_monotonic(), now)
         # Looked for first without the write lock: almost always there is
         # nothing to reap, and producers should not wait for us to find that out.
-        if not self._read(_ANY_EXPIRED, (now,)):
+        if not self._read(_ANY_EXPIRED.format(mine=",".join("?" * len(mine))), params):
             return []
-        return self._reap("lease_until < ?", (now,), now)
+        return self._reap(cond, params, now, "its lease expired")
 
     def reap_owner(self, owner: str, now: float) -> list[Reaped]:
         """Take back every running job of a consumer known to be dead."""
-        return self._reap("owner = ?", (owner,), now)
+        return self._reap("owner = ?", (owner,), now, "its consumer died")
 
-    def _reap(self, cond: str, params: tuple[object, ...], now: float) -> list[Reaped]:
+    def _reap(self, cond: str, params: tuple[object, ...], now: float,
+              why: str) -> list[Reaped]:
         reaped = []
         with self._write() as conn:
-            for job_id, name, owner, attempt, again in conn.execute(
+            for job_id, name, owner, attempt, started, again in conn.execute(
                     _LOST.format(cond=cond), params).fetchall():
-                if again:
-                    conn.execute(_REQUEUE_LOST, (job_id, owner, attempt))
+                ours = (job_id, owner, attempt)
+                if not started:
+                    message = f"attempt {attempt} was claimed but its start not recorded: {why}"
+                    conn.execute(_REQUEUE_UNSTARTED, (message, *ours))
+                elif again:
+                    conn.execute(_REQUEUE_LOST, (f"attempt {attempt} was lost: {why}", *ours))
                 else:
-                    conn.execute(_FAIL_LOST, (now, job_id, owner, attempt))
+                    conn.execute(_FAIL_LOST, (now, f"attempt {attempt} was lost ({why}) and no "
+                                                  "attempts remain", *ours))
                 reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
-                                     "queued" if again else "failed"))
+                                     "queued" if again or not started else "failed",
+                                     bool(started)))
         return reaped
 
     def purge_finished(self, before: float, batch: int = 1000) -> int:
