@@ -406,3 +406,51 @@ def test_process_worker_task_running_past_the_grace_period_is_put_back(
         assert result.record.attempts == 0
         assert "put back 1 task" in proc.output()
         result.revoke()
+
+
+# -- a step of the wall clock ---------------------------------------------------------------
+
+
+def test_a_forward_step_of_the_wall_clock_does_not_run_a_task_twice(
+        mq: Minique, start_consumer: Callable[..., Consumer],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a consumer running a task that blocks, under the default 60 s lease
+    import threading
+
+    started: list[int] = []
+    release = threading.Event()
+
+    @mq.task(name="blocks")
+    def blocks() -> str:
+        started.append(1)
+        release.wait(30)
+        return "ok"
+
+    consumer = start_consumer(mq, workers=2)
+    result = blocks()
+    wait_for(lambda: started, what="the task to start")
+    looked = threading.Event()
+    reap = mq.store.reap_expired
+
+    def reap_and_tell(now: float, mine: tuple[str, ...] = ()) -> object:
+        found = reap(now, mine)
+        looked.set()
+        return found
+
+    mq.store.reap_expired = reap_and_tell  # type: ignore[method-assign]
+
+    # When the wall clock steps two hours forward (NTP, a resumed VM)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 7200)
+    looked.clear()
+    assert looked.wait(10), "the consumer did not look for expired leases"
+    looked.clear()
+    assert looked.wait(10), "the consumer did not look for expired leases again"
+
+    # Then the task was not taken back from its own consumer, nor started again
+    assert result.status == "running"
+    assert result.record.attempts == 1
+    release.set()
+    assert result.get(timeout=10) == "ok"
+    assert len(started) == 1
+    assert consumer.running

@@ -423,3 +423,57 @@ def test_finish_of_a_batch_writes_only_the_outcomes_that_still_own_their_job(
     assert written == [True, False]
     assert kept.status == "done"
     assert lost.status == "queued"
+
+
+# The schema as minique 0.1 (schema version 1) created it, frozen here so that
+# the upgrade from it stays tested whatever the models become.
+SCHEMA_V1 = [
+    'CREATE TABLE "jobs" ("id" INTEGER NOT NULL PRIMARY KEY, "name" TEXT NOT NULL, "queue" TEXT'
+    ' NOT NULL, "priority" INTEGER NOT NULL, "state" TEXT NOT NULL, "payload" BLOB NOT NULL, "eta"'
+    ' REAL NOT NULL, "expires" REAL, "attempts" INTEGER NOT NULL, "max_attempts" INTEGER NOT NULL,'
+    ' "owner" TEXT, "lease_until" REAL, "created_at" REAL NOT NULL, "started_at" REAL,'
+    ' "finished_at" REAL, "result" BLOB, "error_type" TEXT, "error_message" TEXT, "traceback"'
+    ' TEXT)',
+    'CREATE TABLE "consumers" ("id" TEXT NOT NULL PRIMARY KEY, "hostname" TEXT NOT NULL,'
+    ' "boot_id" TEXT NOT NULL, "pid_ns" TEXT NOT NULL, "pid" INTEGER NOT NULL, "pid_start" TEXT'
+    ' NOT NULL, "queues" TEXT NOT NULL, "workers" INTEGER NOT NULL, "started_at" REAL NOT NULL,'
+    ' "heartbeat_at" REAL NOT NULL)',
+    'CREATE TABLE "periodic" ("name" TEXT NOT NULL PRIMARY KEY, "crontab" TEXT NOT NULL,'
+    ' "next_fire" REAL NOT NULL)',
+    "CREATE INDEX jobs_ready ON jobs (priority DESC, eta, id) WHERE state = 'queued'",
+    "CREATE INDEX jobs_scheduled ON jobs (eta) WHERE state = 'scheduled'",
+    "CREATE INDEX jobs_running ON jobs (lease_until) WHERE state = 'running'",
+    "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+    "PRAGMA user_version = 1",
+]
+
+
+def test_a_file_of_schema_version_1_is_upgraded_and_its_calls_run(
+        db_path: Path, start_consumer: Callable[..., Consumer]) -> None:
+    # Given a file written by minique with schema version 1: a queued call, and a
+    # call running (its attempt counted at claim, as version 1 did) on a dead consumer
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for statement in SCHEMA_V1:
+        conn.execute(statement)
+    insert = ("INSERT INTO jobs (id, name, queue, priority, state, payload, eta, attempts,"
+              " max_attempts, owner, lease_until, created_at) VALUES (?, 'add', 'default', 0, ?,"
+              " '[[1, 2], {}]', 0, ?, 1, ?, ?, 0)")
+    conn.execute(insert, (1, "queued", 0, None, None))
+    conn.execute(insert, (2, "running", 1, "gone", 1.0))
+    conn.close()
+
+    # When today's minique opens it and a consumer runs
+    mq = Minique(db_path)
+
+    @mq.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    start_consumer(mq)
+
+    # Then the file is at today's version, the queued call runs, and the running
+    # one is taken back as a lost attempt (it had started) and runs again
+    assert sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert mq.result("1").get(timeout=10) == 3
+    assert mq.result("2").get(timeout=10) == 3
+    assert mq.result("2").record.attempts == 2
