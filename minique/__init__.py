@@ -2,11 +2,20 @@
 
 from .app import Minique
 from .crontab import crontab
-from .errors import ResultTimeout, Retry, SerializationError, TaskError
+from .errors import (
+    ConfigurationError,
+    DatabaseError,
+    ResultTimeout,
+    Retry,
+    SerializationError,
+    TaskError,
+    TaskTimeout,
+)
 from .result import Result
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Minique", "Result", "ResultTimeout", "Retry", "SerializationError", "TaskError", "crontab",
+    "ConfigurationError", "DatabaseError", "Minique", "Result", "ResultTimeout", "Retry",
+    "SerializationError", "TaskError", "TaskTimeout", "crontab",
 ]

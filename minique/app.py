@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
+import inspect
 import os
 import time
 import traceback
@@ -13,14 +13,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
+from . import options as check
 from .crontab import Crontab, resolve_zone
-from .errors import ConfigurationError, DuplicateJobId
+from .errors import ConfigurationError, DuplicateJobId, OptionError, SerializationError
 from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
 from .result import Result
-from .serializers import get_serializer
+from .serializers import explain, get_serializer
 from .store import STATES, NewJob, Outcome, SqliteStore, Synchronous
-from .task import Expires, Task, TaskOptions, to_deadline
+from .task import Expires, Task, TaskOptions, argument_name, required_parameters
 from .wakeup import Nudger
 
 if TYPE_CHECKING:
@@ -106,38 +107,57 @@ class Minique:
         Tasks and hooks declared so far are kept. Everything is checked before
         anything changes: on ``ConfigurationError`` the queue is as it was.
         Integrations whose configuration arrives late (Flask, Django) use it.
+
+        Options may be strings, as configuration read from the environment is:
+        ``immediate`` takes true/false, yes/no, on/off or 1/0 (any case);
+        ``lease``, ``result_ttl`` and ``busy_timeout`` take numbers such as
+        ``"30"`` or ``"0.5"`` (and ``result_ttl`` ``"none"``). Anything else
+        raises ``ConfigurationError`` naming the option. An in-memory database
+        (``":memory:"``) is refused: each process and thread opens the file.
         """
         if self._local_wakers:
             raise ConfigurationError(
                 "cannot change the database of a queue while a consumer of it runs in this "
                 "process; stop the consumer first")
+        file = check.database_path(path)
+        immediate = check.flag(immediate, "immediate")
+        if isinstance(synchronous, str):
+            synchronous = synchronous.strip().lower()  # type: ignore[assignment]
         if synchronous not in _SYNCHRONOUS:
-            raise ConfigurationError(
+            raise OptionError(
                 f"synchronous={synchronous!r} is not a SQLite setting; use 'normal' (survives "
                 "any process crash) or 'full' (also survives power loss)"
             )
-        if lease <= 0:
-            raise ConfigurationError("lease must be a positive number of seconds")
-        if result_ttl is not None and result_ttl < 0:
-            raise ConfigurationError("result_ttl must be None (keep forever) or >= 0 seconds")
-        if not 0 <= busy_timeout < math.inf:
-            raise ConfigurationError(
-                f"busy_timeout={busy_timeout!r}: give the seconds a write may wait for the "
-                "database's lock, a finite number >= 0 (0 fails at once)")
+        lease = check.real(
+            lease, "lease", "give the seconds a running task stays reserved to its consumer "
+            "without a heartbeat, a finite number > 0 (the default is 60)", low_open=True,
+            text=True)
+        if isinstance(result_ttl, str) and result_ttl.strip().lower() == "none":
+            result_ttl = None
+        if result_ttl is not None:
+            result_ttl = check.real(
+                result_ttl, "result_ttl", "give the seconds finished tasks and their results "
+                "are kept, a finite number >= 0, or None to keep them for ever", text=True)
+        busy_timeout = check.real(
+            busy_timeout, "busy_timeout", "give the seconds a write may wait for the "
+            "database's lock, a finite number >= 0 (0 fails at once)", text=True)
+        if tz is not None and not isinstance(tz, str):
+            raise OptionError(f"tz={tz!r}: give an IANA zone name such as 'Europe/Berlin' or "
+                              "'UTC', or None for the machine's zone")
         try:
             zone = resolve_zone(tz)
             chosen = get_serializer(serializer)
         except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        store = SqliteStore(path, synchronous=synchronous, busy_timeout=busy_timeout)
-        self.path = Path(path)
+            raise OptionError(str(exc)) from None
+        store = SqliteStore(file, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.path = Path(file)
         self.immediate = immediate
         self.serializer = chosen
         self.result_ttl = result_ttl
         self.tz = tz
         self.zone = zone
         self.synchronous = synchronous
-        self.lease = float(lease)
+        self.lease = lease
         self.store = store
         self._nudger = Nudger(self.path)
 
@@ -196,13 +216,28 @@ class Minique:
                 f"unknown task option(s) {', '.join(sorted(unknown))} for "
                 f"{fn.__module__}.{fn.__qualname__}; the options are: "
                 f"{', '.join(sorted(_TASK_OPTIONS))}")
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, not {type(fn).__name__} {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"{_qualified(fn)} is an async def function, which minique cannot run yet: "
+                "declare a plain def function (call asyncio.run(...) inside it if you need to)")
+        if periodic is not None:
+            required = required_parameters(fn)
+            if required:
+                raise ValueError(
+                    f"{_qualified(fn)} takes argument(s) {', '.join(required)}, but a periodic "
+                    "task is called with none; give them defaults, or declare it with @mq.task "
+                    "and call it with its arguments")
         name = options.pop("name", None)
         if name is None:
             name = f"{fn.__module__}.{fn.__qualname__}"
         retry_on = options.pop("retry_on", (Exception,))
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
-        task_options = TaskOptions(name=name, retry_on=tuple(retry_on), **options)
+        elif isinstance(retry_on, list | set | frozenset):
+            retry_on = tuple(retry_on)
+        task_options = TaskOptions(name=name, retry_on=retry_on, **options)
         existing = self.tasks.get(name)
         if existing is not None and _qualified(existing.fn) != _qualified(fn):
             raise ValueError(
@@ -250,31 +285,63 @@ class Minique:
         eta: float, priority: int | None, job_id: int | None = None,
     ) -> NewJob:
         options = task.options
+        # encode_call's body, inlined: a method call costs more than the check.
+        try:
+            task.check_call(*args, **kwargs)
+            payload = self.serializer.dumps([list(args), kwargs])
+        except TypeError as exc:  # SerializationError is one too
+            raise _refused(task, args, kwargs, exc) from exc
         # Positional, in NewJob's field order: this runs on every call of a task.
         return NewJob(
             new_id() if job_id is None else job_id,
             options.name,
             options.queue,
             options.priority if priority is None else priority,
-            self.serializer.dumps([list(args), kwargs]),
+            payload,
             eta,
             None if options.expires is None else options.expires_at(now),
             options.retries + 1,
             now,
         )
 
+    def encode_call(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> str | bytes:
+        """A call of ``task`` as it would be stored, checked as ``enqueue`` checks it.
+
+        Raises ``TypeError`` if the arguments do not fit the function, and
+        ``SerializationError`` (a ``TypeError`` too) if they cannot be stored,
+        saying which argument and why. For integrations that enqueue later
+        (Django's ``on_commit``) but must refuse a bad call at once.
+        """
+        try:
+            task.check_call(*args, **kwargs)
+            return self.serializer.dumps([list(args), kwargs])
+        except TypeError as exc:
+            raise _refused(task, args, kwargs, exc) from exc
+
     def enqueue(
         self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any], *,
         delay: float | dt.timedelta | None = None, eta: dt.datetime | None = None,
         priority: int | None = None,
     ) -> Result[R]:
-        """Store one call of ``task`` (what calling a task does); durable when it returns."""
+        """Store one call of ``task`` (what calling a task does); durable when it returns.
+
+        Raises ``TypeError`` if the arguments do not fit the function,
+        ``SerializationError`` if they cannot be stored, and ``OptionError``
+        (a ``ValueError``) for a bad ``delay``, ``eta`` or ``priority``;
+        nothing is stored then.
+        """
         now = time.time()
         when = now
         if delay is not None:
-            when = to_deadline(delay, now) or now
+            if eta is not None:
+                raise OptionError("give delay or eta, not both")
+            when = now + check.delay_seconds(delay, now)
         elif eta is not None:
-            when = eta.timestamp()
+            when = check.epoch(eta, "eta")
+        if priority is not None:
+            priority = check.priority(priority)
         job = self._new_job(task, args, kwargs, now, when, priority)
         if self.immediate:
             self._run_immediately(task, job, args, kwargs)
@@ -289,8 +356,12 @@ class Minique:
         now = time.time()
         calls = list(calls)
         ids = new_ids(len(calls))
-        jobs = [self._new_job(task, args, kwargs, now, now, None, job_id)
-                for job_id, (args, kwargs) in zip(ids, calls, strict=True)]
+        try:
+            jobs = [self._new_job(task, args, kwargs, now, now, None, job_id)
+                    for job_id, (args, kwargs) in zip(ids, calls, strict=True)]
+        except TypeError as exc:
+            _name_the_item(exc, calls, lambda a, k: self._new_job(task, a, k, now, now, None, 0))
+            raise
         if self.immediate:
             for job, (args, kwargs) in zip(jobs, calls, strict=True):
                 self._run_immediately(task, job, args, kwargs)
@@ -390,6 +461,42 @@ class Minique:
         from .consumer import Consumer
 
         return Consumer(self, workers=workers, queues=queues, periodic=periodic, **options)
+
+
+def _refused(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             exc: TypeError) -> TypeError:
+    """The error for a call of ``task`` whose arguments ``exc`` refused, saying which and why."""
+    if not isinstance(exc, SerializationError):
+        return TypeError(f"cannot enqueue {task.name}: {exc}; nothing was stored")
+    name, rest = argument_name(task.fn, exc.path)
+    if not name:
+        # The call as a whole failed (nested too deeply): find the argument
+        # that fails on its own, if one does.
+        for index, value in [*enumerate(args), *kwargs.items()]:
+            try:
+                task.mq.serializer.dumps(value)
+            except SerializationError as part:
+                name, _ = argument_name(task.fn, (0 if type(index) is int else 1, index))
+                exc, rest = part, part.path
+                break
+        else:
+            return SerializationError(f"{task.name}: the call's list of arguments "
+                                      f"{explain('', exc).lstrip()}", problem=exc.problem,
+                                      advice=exc.advice)
+    located = SerializationError("", path=rest, problem=exc.problem, advice=exc.advice)
+    located.args = (f"{task.name}: {explain(f'argument {name}', located)}",)
+    return located
+
+
+def _name_the_item(exc: TypeError, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                   try_one: Callable[[tuple[Any, ...], dict[str, Any]], object]) -> None:
+    # Off the fast path: find the first item of a map() that fails, and say which.
+    for index, (args, kwargs) in enumerate(calls):
+        try:
+            try_one(args, kwargs)
+        except TypeError:
+            exc.args = (f"item {index} of the map: {exc}",)
+            return
 
 
 def _qualified(fn: Callable[..., Any]) -> str:

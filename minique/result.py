@@ -109,8 +109,14 @@ class Result(Generic[R]):
         )
 
     def revoke(self) -> bool:
-        """Stop a call that has not started. True if it will not run; False if it ran or runs."""
-        return self._mq.store.revoke(self._key(), time.time())
+        """Stop a call that has not started. True if it will not run; False if it ran or runs.
+
+        Raises ``LookupError`` if the database holds no such task, as ``status`` does.
+        """
+        if self._mq.store.revoke(self._key(), time.time()):
+            return True
+        self._record()  # raises LookupError for an id the database does not hold
+        return False
 
     @property
     def record(self) -> JobRecord:

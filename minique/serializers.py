@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import json
 import pickle
+import sys
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 from uuid import UUID
@@ -35,14 +36,8 @@ class Serializer(Protocol):
         """Decode what ``dumps`` produced; raise ``ValueError`` if it cannot."""
 
 
-def _unsupported(value: Any) -> SerializationError:
-    kind = type(value)
-    return SerializationError(
-        f"cannot store a value of type {kind.__module__}.{kind.__qualname__} with the json "
-        "serializer; pass plain data (dict, list, tuple, str, int, float, bool, None, bytes, "
-        "datetime, date, time, timedelta, Decimal, UUID) or create the queue with "
-        "serializer='pickle'"
-    )
+class _Unsupported(TypeError):
+    """What ``_encode`` raises for a value of another type; ``dumps`` explains it."""
 
 
 # JSON holds these as they are. Exact types: a subclass (an Enum, a
@@ -82,7 +77,7 @@ def _encode(value: Any) -> Any:
         return {_TAG: "decimal", "v": str(value)}
     if kind is UUID:
         return {_TAG: "uuid", "v": value.hex}
-    raise _unsupported(value)
+    raise _Unsupported(kind)
 
 
 def _decode_tagged(obj: dict[str, Any]) -> Any:
@@ -146,14 +141,9 @@ class JSONSerializer:
     def dumps(self, value: Any) -> Stored:
         try:
             return _to_json(_encode(value))
-        except (ValueError, OverflowError) as exc:  # e.g. an int of more than 4,300 digits
-            raise SerializationError(f"cannot store the value as JSON: {exc}") from exc
-        except RecursionError as exc:
-            raise SerializationError("cannot store a value that contains itself") from exc
-        except TypeError as exc:  # a type that cannot be looked up (its class is unhashable)
-            raise SerializationError(
-                f"cannot store the value as JSON ({exc}); pass plain data or create the "
-                "queue with serializer='pickle'") from exc
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            # Off the fast path: find where the value went wrong, only now.
+            raise _json_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
         if isinstance(data, bytes):
@@ -173,12 +163,152 @@ class PickleSerializer:
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # pickle raises many types: PicklingError, TypeError...
-            raise SerializationError(f"cannot pickle the value: {exc}") from exc
+            raise _pickle_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
         if isinstance(data, str):
             return JSONSerializer().loads(data)
         return pickle.loads(data)
+
+
+# -- explaining what cannot be stored -------------------------------------------------------
+#
+# Run only after an encoding failed, so the fast path above stays as it is.
+# The walk is iterative: a value nested too deeply for the encoder's
+# recursion must not stop the code that explains it.
+
+_JSON_ADVICE = ("pass plain data (dict, list, tuple, str, int, float, bool, None, bytes, "
+                "datetime, date, time, timedelta, Decimal, UUID) or create the queue with "
+                "serializer='pickle'")
+_SCALARS = (str, float, bool, type(None), bytes, dt.datetime, dt.date, dt.time, dt.timedelta,
+            Decimal, UUID)
+
+
+def where(root: str, path: tuple[object, ...]) -> str:
+    """``root`` followed by the keys and indexes of ``path``: ``x['a'][1]``."""
+    return root + "".join(f"[{key!r}]" for key in path)
+
+
+def explain(root: str, error: SerializationError) -> str:
+    """The message of ``error`` for the value called ``root`` (``argument x``)."""
+    text = f"{where(root, error.path)} {error.problem}"
+    return f"{text}; {error.advice}" if error.advice else text
+
+
+def _error(path: tuple[object, ...], problem: str, advice: str) -> SerializationError:
+    error = SerializationError("", path=path, problem=problem, advice=advice)
+    error.args = (explain("value" if path else "the value", error),)
+    return error
+
+
+def _kind_name(kind: type) -> str:
+    module = getattr(kind, "__module__", "")
+    name = getattr(kind, "__qualname__", repr(kind))
+    name = name if module == "builtins" else f"{module}.{name}"
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def _json_problem(value: Any) -> tuple[tuple[tuple[object, ...], tuple[object, ...]] | None,
+                                       tuple[object, ...] | None, str, int]:
+    """Walk ``value`` as ``_encode`` does.
+
+    Returns the paths of the first cycle (the container, and where it
+    appears again inside itself), the path of the first value that cannot be
+    stored and what is wrong with it, and the deepest nesting.
+    """
+    cycle: tuple[tuple[object, ...], tuple[object, ...]] | None = None  # (holder, inner)
+    bad: tuple[object, ...] | None = None
+    problem = ""
+    deepest = 0
+    inside: dict[int, tuple[object, ...]] = {}  # the containers on the current path
+    stack: list[tuple[Any, tuple[object, ...], bool]] = [(value, (), False)]
+    while stack:
+        item, path, leaving = stack.pop()
+        if leaving:
+            del inside[id(item)]
+            continue
+        kind = type(item)
+        if kind is int:
+            try:
+                int.__repr__(item)
+            except ValueError:
+                if bad is None:
+                    bad, problem = path, "is an int too long to write as text"
+            continue
+        if any(kind is scalar for scalar in _SCALARS):
+            continue
+        if kind is list or kind is tuple or kind is dict:
+            if id(item) in inside:
+                cycle = (inside[id(item)], path) if cycle is None else cycle
+                continue
+            inside[id(item)] = path
+            deepest = max(deepest, len(path) + 1)
+            stack.append((item, path, True))
+            if kind is dict:
+                children = list(item.items())
+                if _TAG in item or not all(type(key) is str for key in item):
+                    for key in item:  # keys stored as values of their own
+                        key_cycle, key_bad, key_problem, _ = _json_problem(key)
+                        if bad is None and key_bad is not None:
+                            bad = path
+                            problem = (f"has a key that {key_problem}" if not key_bad else
+                                       f"has a key whose part {where('', key_bad)} "
+                                       f"{key_problem}")
+            else:
+                children = list(enumerate(item))
+            stack.extend((child, (*path, key), False) for key, child in reversed(children))
+            continue
+        if bad is None:
+            bad, problem = path, f"is {_kind_name(kind)}"
+    return cycle, bad, problem, deepest
+
+
+def _json_error(value: Any, exc: BaseException) -> SerializationError:
+    cycle, bad, problem, deepest = _json_problem(value)
+    if isinstance(exc, RecursionError) or bad is None:
+        if cycle is not None:
+            holder, inner = cycle
+            return _error(holder, f"contains itself ({where('', inner[len(holder):])} inside "
+                                  "it is that same object), which JSON cannot store",
+                          "pass a copy without the cycle, or create the queue with "
+                          "serializer='pickle'")
+        if isinstance(exc, RecursionError):
+            return _error((), f"is nested too deeply to store: {deepest} levels of lists, "
+                              "tuples and dicts, where Python's recursion limit allows about "
+                              f"{sys.getrecursionlimit() // 2}",
+                          "store it flatter (for example as rows of a list), or as a string "
+                          "that the task decodes")
+    if bad is None:
+        return _error((), f"cannot be stored as JSON ({type(exc).__name__}: {exc})",
+                      _JSON_ADVICE)
+    if problem.startswith("is an int"):
+        return _error(bad, f"{problem} ({sys.get_int_max_str_digits()} digits at most)",
+                      "pass it as a string (str(n)) and convert it back in the task, or raise "
+                      "the limit with sys.set_int_max_str_digits()")
+    return _error(bad, problem, _JSON_ADVICE)
+
+
+def _pickle_error(value: Any, exc: BaseException) -> SerializationError:
+    if isinstance(exc, RecursionError):
+        return _error((), "is nested too deeply to pickle",
+                      "store it flatter, or raise Python's recursion limit")
+    # Go down into the first part that fails on its own, as far as containers go.
+    path: tuple[object, ...] = ()
+    seen: set[int] = set()
+    while type(value) in (list, tuple, dict) and id(value) not in seen:
+        seen.add(id(value))
+        parts = value.items() if type(value) is dict else enumerate(value)
+        for key, part in parts:
+            try:
+                pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as part_exc:  # noqa: BLE001 - any failure marks the culprit
+                path, value, exc = (*path, key), part, part_exc
+                break
+        else:
+            break
+    return _error(path, f"is {_kind_name(type(value))} that cannot be pickled ({exc})",
+                  "pass the data it is made from (an id, a path, plain values) and rebuild it "
+                  "in the task")
 
 
 def get_serializer(name: str) -> Serializer:

@@ -78,7 +78,17 @@ def test_minique_setting_gives_every_queue_option(settings: Any, tmp_path: Path)
         tmp_path / "q.db", True, 5.0, None, "UTC")
 
 
+def test_minique_setting_immediate_as_the_string_false_is_off(settings: Any,
+                                                              tmp_path: Path) -> None:
+    # When settings.MINIQUE spells immediate as a string, as one read from the environment is
+    settings.MINIQUE = {"database": tmp_path / "q.db", "immediate": "False"}
+
+    # Then immediate mode is off
+    assert mq.immediate is False
+
+
 @pytest.mark.parametrize(("value", "message"), [
+    ({"database": "queue.db", "immediate": "nope"}, "immediate='nope' is not a boolean"),
     ("queue.db", "must be a dict"),
     ({"immediate": True}, "has no 'database'"),
     ({"database": "/no/such/folder/queue.db"}, "folder /no/such/folder does not exist"),
@@ -140,6 +150,14 @@ def test_on_commit_refuses_arguments_it_cannot_store_at_once(queue: DjangoMiniqu
     # When on_commit is given an argument the serializer cannot store, then the caller hears
     with pytest.raises(SerializationError):
         write_note.on_commit(object())  # type: ignore[arg-type]
+
+
+def test_on_commit_refuses_a_call_the_function_cannot_take_at_once(
+        queue: DjangoMinique) -> None:
+    # When on_commit is called without the task's argument, then the caller hears at once,
+    # not when the transaction commits
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'text'"):
+        write_note.on_commit()  # type: ignore[call-arg]
 
 
 @pytest.mark.django_db

@@ -90,6 +90,32 @@ def test_minique_config_keys_set_the_queue_options(db_path: Path) -> None:
     assert app.extensions["minique"] is mq
 
 
+def test_immediate_false_from_the_environment_queues_calls(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the config read from FLASK_* variables, with immediate spelt as Python spells False
+    monkeypatch.setenv("FLASK_MINIQUE_DATABASE", str(db_path))
+    monkeypatch.setenv("FLASK_MINIQUE_IMMEDIATE", "False")
+    app = Flask("shop")
+    app.config.from_prefixed_env()
+    assert app.config["MINIQUE_IMMEDIATE"] == "False"  # not JSON, so it stays a string
+
+    # When the queue is configured from it
+    mq = FlaskMinique(app)
+
+    @mq.task
+    def work() -> None: ...
+
+    # Then immediate mode is off: a call is queued, not run in the caller
+    assert mq.immediate is False
+    assert work().status == "queued"
+
+
+def test_immediate_that_is_not_a_boolean_word_is_refused(db_path: Path) -> None:
+    app = make_app(db_path, MINIQUE_IMMEDIATE="nope")
+    with pytest.raises(ConfigurationError, match="immediate='nope' is not a boolean"):
+        FlaskMinique(app)
+
+
 def test_unknown_minique_config_key_is_refused(db_path: Path) -> None:
     # Given a misspelt option key, when the app is initialised, then it is refused by name
     app = make_app(db_path, MINIQUE_IMEDIATE=True)

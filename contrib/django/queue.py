@@ -33,11 +33,12 @@ class DjangoTask(Task[P, R]):
 
         Nothing is enqueued if it rolls back; outside ``transaction.atomic()``
         the call is enqueued at once. Raises ``SerializationError`` here, in
-        the caller, if the arguments cannot be stored.
+        the caller, if the arguments cannot be stored, and ``TypeError`` if
+        the function does not take them.
         """
-        # Encode now: an argument that cannot be stored should fail at the
-        # call, inside the caller's transaction, not after its commit.
-        self.mq.serializer.dumps([list(args), kwargs])
+        # Check now: a bad call should fail in the caller, inside its
+        # transaction, not after its commit.
+        self.mq.encode_call(self, args, kwargs)
         transaction.on_commit(functools.partial(self.mq.enqueue, self, args, kwargs))
 
 
