@@ -6,7 +6,6 @@ import datetime as dt
 import inspect
 import os
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -14,18 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from . import options as check
+from .attempt import execute
 from .crontab import Crontab, resolve_zone
 from .errors import ConfigurationError, DuplicateJobId, OptionError, SerializationError
 from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
 from .result import Result
 from .serializers import explain, get_serializer
-from .store import STATES, NewJob, Outcome, SqliteStore, Synchronous
+from .store import STATES, ClaimedJob, NewJob, SqliteStore, Synchronous
 from .task import Expires, Task, TaskOptions, argument_name, required_parameters
 from .wakeup import Nudger
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .records import ConsumerStatus
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,7 +46,10 @@ def _after_fork_in_child() -> None:
     # calling one could block on a lock held by a thread that did not fork.
     for mq in list(_queues):
         mq._local_wakers = []
-        nudger = getattr(mq, "_nudger", None)  # None until configured
+        # Read from the instance itself: a queue configured later (Flask,
+        # Django) raises ConfigurationError for an attribute it lacks yet,
+        # which would stop this hook before the queues after it.
+        nudger = vars(mq).get("_nudger")
         if nudger is not None:
             nudger.after_fork()
 
@@ -388,30 +392,59 @@ class Minique:
             wake()
         self._nudger.nudge()
 
+    def add_waker(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` whenever work is committed through this object (for consumers).
+
+        A consumer running in this process adds its wake-up here when it
+        starts, so that an enqueue through the same ``Minique`` wakes it
+        directly; consumers in other processes are nudged through the
+        database's folder instead. ``wake`` must return at once and not raise:
+        it runs in the enqueueing thread. While a waker is added, ``configure``
+        refuses to change the database.
+        """
+        # A new list rather than append: wake_consumers may be iterating the old one.
+        self._local_wakers = [*self._local_wakers, wake]
+
+    def remove_waker(self, wake: Callable[[], None]) -> None:
+        """Stop calling ``wake`` (a consumer that stopped); nothing happens if it was not added."""
+        self._local_wakers = [w for w in self._local_wakers if w != wake]
+
     def _run_immediately(
         self, task: Task[Any, Any], job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any],
     ) -> None:
-        # Immediate mode runs through the same hooks and stores the same row
-        # as a consumer would, so Result behaves the same in tests. Retries
+        # Immediate mode runs the attempt as a consumer does (attempt.execute:
+        # decoding the stored arguments, hooks, classifying the outcome) and
+        # stores the same row, so Result behaves the same in tests. Retries
         # happen at once: waiting out a backoff in the caller helps no test.
-        number = 0
-        while True:
-            number += 1
-            attempt = Attempt(id=str(job.id), task=task, number=number,
-                              max_attempts=job.max_attempts, queue=job.queue)
-            try:
-                with self.run_hooks(attempt):
-                    value = task.fn(*args, **kwargs)
-                outcome = Outcome(job.id, "immediate", number, "done", time.time(),
-                                  result=self.serializer.dumps(value))
-            except Exception as exc:
-                if task.options.retries_on(exc) and number < job.max_attempts:
-                    continue
-                outcome = Outcome(job.id, "immediate", number, "failed", time.time(),
-                                  error_type=type(exc).__name__, error_message=str(exc),
-                                  traceback=traceback.format_exc())
-            break
+        for number in range(1, job.max_attempts + 1):
+            claimed = ClaimedJob(job.id, job.name, job.queue, job.priority, job.payload, number,
+                                 job.max_attempts, job.expires, job.eta)
+            outcome = execute(self, claimed, "immediate").outcome
+            if outcome.state not in ("queued", "scheduled"):
+                break
         self.store.record_finished(job, outcome)
+
+    def fire_periodic(
+        self, task: Task[[], Any], slot: float, next_fire: float, now: float, *,
+        enqueue: bool = True,
+    ) -> tuple[float, Result[Any] | None]:
+        """Move ``task``'s stored crontab slot from ``slot`` to ``next_fire``, enqueueing one call.
+
+        For the schedulers of consumers: the move and the enqueue are one
+        transaction, a compare-and-set on the stored slot, so of all the
+        schedulers that fire one slot exactly one enqueues. Returns the slot
+        now stored and the ``Result`` of the call if this scheduler enqueued
+        it, else ``None`` (another one did, or ``enqueue`` is false: a slot
+        missed while no consumer ran moves on without a call).
+        """
+        job = self._new_job(task, (), {}, now, now, None) if enqueue else None
+        stored = self.store.fire_periodic(task.name, slot, next_fire, job, now)
+        # The store answers with the slot now stored, which is the same
+        # next_fire whether this call or another scheduler's moved it; only
+        # the winner's call is in the database (ids are unique).
+        if job is None or stored != next_fire or self.store.read(job.id) is None:
+            return stored, None
+        return stored, Result(self, str(job.id), job.name)
 
     # -- reading -----------------------------------------------------------------
 
@@ -444,12 +477,53 @@ class Minique:
 
     def counts(self, queue: str | None = None) -> dict[str, int]:
         """Tasks by status, over all queues or one; every status is a key, zeros included."""
-        totals: dict[str, int] = dict.fromkeys(STATES, 0)
-        for name, per_state in self.store.counts_by_queue().items():
-            if queue is None or name == queue:
-                for state, count in per_state.items():
-                    totals[state] += count
-        return totals
+        by_queue = self.counts_by_queue()
+        return sum_counts(by_queue.values() if queue is None else
+                          [by_queue[queue]] if queue in by_queue else [])
+
+    def counts_by_queue(self) -> dict[str, dict[str, int]]:
+        """Tasks by queue, then by status (every status a key), in one read of the database.
+
+        Only queues that hold tasks are keys. ``sum_counts(counts.values())``
+        gives the totals of this same read.
+        """
+        return self.store.counts_by_queue()
+
+    def next_fire_times(self) -> dict[str, dt.datetime | None]:
+        """When each periodic task of this queue fires next, in the queue's zone, by name.
+
+        ``None`` until a consumer with this crontab has stored the task's
+        next slot (a new task, or one whose crontab changed).
+        """
+        stored = {name: (expr, fire) for name, expr, fire in self.store.periodic_slots()}
+        times: dict[str, dt.datetime | None] = {}
+        for name, task in sorted(self.periodic_tasks.items()):
+            assert task.periodic is not None
+            slot = stored.get(name)
+            times[name] = None if slot is None or slot[0] != task.periodic.expr \
+                else dt.datetime.fromtimestamp(slot[1], self.zone)
+        return times
+
+    def consumers(self, *, live_only: bool = True) -> list[ConsumerStatus]:
+        """The live consumers on this database, oldest first.
+
+        A consumer is live while it is registered (it unregisters when it
+        stops) and its heartbeat is recent: it renews its leases and
+        heartbeat every lease / 3 seconds (at most every 10 s), and one that
+        missed two renewals is not live ("silent": stuck, or dead on another
+        host). One whose process is gone from this host is "dead" at once.
+        ``live_only=False`` returns those too, each with its ``state``.
+        """
+        from .consumer.identity import describe_self, state_of, status_of
+
+        now = time.time()
+        me = describe_self("", "", 0, now)
+        found = []
+        for info in sorted(self.store.consumers(), key=lambda c: (c.started_at, c.id)):
+            state = state_of(info, me, now, self.lease)
+            if state == "live" or not live_only:
+                found.append(status_of(info, state))
+        return found
 
     # -- consuming ---------------------------------------------------------------
 
@@ -461,6 +535,15 @@ class Minique:
         from .consumer import Consumer
 
         return Consumer(self, workers=workers, queues=queues, periodic=periodic, **options)
+
+
+def sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """The totals by status of several queues' counts; every status is a key, zeros included."""
+    totals: dict[str, int] = dict.fromkeys(STATES, 0)
+    for per_state in counts:
+        for state, count in per_state.items():
+            totals[state] += count
+    return totals
 
 
 def _refused(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -36,11 +36,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
+from ..attempt import Ran, WorkerClosed, execute, internal_error, timed_out
 from ..errors import ConsumerFailed, MiniqueError
 from ..store import ClaimedJob, ConsumerInfo
 from ..task import TaskOptions
 from ..wakeup import Listener
-from .execution import Ran, WorkerClosed, execute, internal_error, timed_out
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
@@ -387,6 +387,10 @@ class Consumer:
         """Sleep in the dispatcher until poked, nudged by a producer, or ``timeout``."""
         listener = self._listener
         sock = listener.sock if listener is not None else None
+        if sock is not None and listener is not None:
+            hold = listener.ready_in()
+            if hold > 0:  # nudges flood in: look at them again in a moment
+                sock, timeout = None, min(timeout, hold)
         # poll(), not select(): a process may already hold more than 1,024
         # descriptors when the consumer starts (select() refuses those).
         poller = select.poll()
@@ -795,7 +799,7 @@ class Consumer:
 
     def _data_version(self) -> int:
         try:
-            return self.mq.store.data_version()
+            return self.mq.store.changes()
         except MiniqueError:
             return -1  # unknown: the next look claims, and reports the error if it persists
 

@@ -59,7 +59,7 @@ class Housekeeper:
             now = time.monotonic()
             try:
                 if now >= next_checkpoint:
-                    self.mq.store.checkpoint()
+                    self.mq.store.maintenance()
                     next_checkpoint = now + CHECKPOINT_EVERY
                 if now >= next_renew:
                     self.renew()

@@ -23,8 +23,8 @@ from importlib import import_module
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from ..attempt import Ran, WorkerClosed, after_error, execute, timed_out
 from ..store import ClaimedJob
-from .execution import Ran, WorkerClosed, after_error, execute, timed_out
 
 if TYPE_CHECKING:
     from ..app import Minique

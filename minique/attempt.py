@@ -1,4 +1,11 @@
-"""Running one claimed job and deciding how its attempt ended."""
+"""Running one attempt of a call and deciding how it ended: the one way, for every mode.
+
+The consumer's thread workers, its one-worker mode, its process workers and
+immediate mode (``Minique(..., immediate=True)``) all run an attempt through
+``execute``: decode the arguments, enter the hooks, call the function,
+classify the outcome (done, retry, failed), encode the result. No second copy
+can drift from it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Retry, SerializationError, TaskTimeout
-from ..hooks import Attempt
-from ..store import ClaimedJob, Outcome
-from ..task import TaskOptions
+from .errors import Retry, SerializationError, TaskTimeout
+from .hooks import Attempt
+from .store import ClaimedJob, Outcome
+from .task import TaskOptions
 
 if TYPE_CHECKING:
-    from ..app import Minique
+    from .app import Minique
 
 log = logging.getLogger("minique")
 
