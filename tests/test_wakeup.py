@@ -152,13 +152,13 @@ def test_consumer_in_a_process_with_over_1024_descriptors_sleeps_and_wakes(
 
     mq.counts()
     looks = []
-    data_version = mq.store.data_version
+    changes = mq.store.changes
 
     def counting() -> int:
         looks.append(1)
-        return data_version()
+        return changes()
 
-    mq.store.data_version = counting  # type: ignore[method-assign]
+    mq.store.changes = counting  # type: ignore[method-assign]
     consumer = mq.consumer(workers=2, poll_interval=0.25)
     consumer.start()
     try:
