@@ -13,8 +13,8 @@ minique status`` shows counts.
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +23,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask.ctx import AppContext
 
-from minique.cli import configure_logging, consume, status
+from minique.cli import consume, consume_parser, status
 from minique.errors import ConfigurationError
 from minique.hooks import Attempt
 
@@ -99,26 +99,41 @@ def _queue() -> FlaskMinique:
 minique_commands = AppGroup("minique", help="Run or inspect this app's minique queue.")
 
 
-@minique_commands.command("consume")
-@click.option("-w", "--workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Worker threads (or processes with -k process).")
-@click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE",
-              help="Serve only this queue (repeatable, or comma-separated; default: all).")
-@click.option("-k", "--worker-type", type=click.Choice(["thread", "process"]), default="thread",
-              show_default=True,
-              help="Run each attempt in a thread, or in a worker process that is killed at the "
-                   "task's timeout.")
-@click.option("--no-periodic", is_flag=True, help="Run no scheduler for periodic tasks.")
-@click.option("--grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="On SIGTERM/SIGINT, how long running tasks may finish.")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def consume_command(workers: int, queues: tuple[str, ...], worker_type: str, no_periodic: bool,
-                    grace: float, verbose: bool) -> None:
-    """Run a consumer of this app's tasks until SIGTERM or Ctrl-C."""
-    configure_logging(verbose)
-    args = argparse.Namespace(workers=workers, queues=list(queues), worker_type=worker_type,
-                              no_periodic=no_periodic, grace=grace, verbose=verbose)
-    click.get_current_context().exit(consume(_queue(), args))
+# The options are those of `minique consume`, parsed by the same parser: Click
+# hands them over as they were typed.
+@minique_commands.command(
+    "consume", add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def consume_command(options: tuple[str, ...]) -> None:
+    """Run a consumer of this app's tasks until SIGTERM or Ctrl-C.
+
+    It takes the options of `minique consume` (--help lists them).
+    """
+    args = consume_parser("flask minique consume").parse_args(options)
+    mq = _queue()
+    assert mq.app is not None  # the command exists once init_app gave the queue an app
+    refusal = process_workers_refusal(mq.app) if args.worker_type == "process" else None
+    code = consume(mq, args, no_process_workers=refusal)
+    click.get_current_context().exit(code)
+
+
+def process_workers_refusal(app: Flask) -> str | None:
+    """Why ``-k process`` cannot run ``app``'s tasks, or None if it can.
+
+    A worker process is a fresh interpreter that imports the modules defining
+    the tasks and looks there for the queue, configured. That works when a
+    module creates the app (and calls ``init_app``) as it is imported; an app
+    made by a factory that only ``flask --app`` calls is nowhere to be found.
+    """
+    for module in list(sys.modules.values()):
+        if any(value is app for value in list(getattr(module, "__dict__", {}).values())):
+            return None
+    return (f"cannot run the tasks of the app {app.name!r}: it is made by an app factory "
+            "(create_app()), and a worker process only imports the modules that define the "
+            "tasks, where no app is created and the queue stays unconfigured. Use thread "
+            "workers (the default), or create the app and call mq.init_app(app) at module "
+            "level, in a module that the tasks' modules import")
 
 
 @minique_commands.command("status")

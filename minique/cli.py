@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import logging
 import os
 import sys
+import sysconfig
 import time
+import traceback
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from . import __version__
-from .app import Minique
+from .app import Minique, sum_counts
 from .errors import MiniqueError
+from .records import ConsumerStatus
 from .store import STATES
 
 log = logging.getLogger("minique")
@@ -37,15 +42,18 @@ def load_target(spec: str) -> Minique:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and module_name.startswith(exc.name) and not _raised_in_user_code(exc):
             raise TargetError(
                 f"cannot import {module_name!r}: no module named {exc.name!r} (run minique from "
                 "the folder that holds your package, or check the spelling)") from None
-        raise TargetError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise TargetError(
+            f"importing {module_name!r} failed{_where(exc)}: {_one_line(exc)}") from exc
     except SystemExit as exc:
-        raise TargetError(f"importing {module_name!r} called exit({exc.code})") from None
+        raise TargetError(
+            f"importing {module_name!r} called exit({exc.code}){_where(exc)}") from exc
     except BaseException as exc:
-        raise TargetError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+        raise TargetError(
+            f"importing {module_name!r} failed{_where(exc)}: {_one_line(exc)}") from exc
     if attr:
         found = getattr(module, attr, None)
         if not isinstance(found, Minique):
@@ -67,8 +75,49 @@ def load_target(spec: str) -> Minique:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # A SyntaxError's own text repeats the file and line that _where gives.
+    message = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+    text = " ".join(message.split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# Code that is not the application's: a failure is reported at the last line
+# of the application's own code that led to it, not inside os.environ or importlib.
+_NOT_THE_APPLICATION = tuple(
+    {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib")}
+    | {str(Path(__file__).resolve().parent)})
+
+
+def _application_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    return [frame for frame in traceback.extract_tb(exc.__traceback__)
+            if not frame.filename.startswith("<")  # importlib's frozen frames
+            and not os.path.abspath(frame.filename).startswith(_NOT_THE_APPLICATION)]
+
+
+def _raised_in_user_code(exc: BaseException) -> bool:
+    return bool(_application_frames(exc))
+
+
+def _print_import_traceback(exc: BaseException) -> None:
+    """Print ``exc``'s traceback to stderr from the first frame past minique's and importlib's."""
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith("<")
+                              or tb.tb_frame.f_code.co_filename in (__file__, importlib.__file__)):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+
+
+def _where(exc: BaseException) -> str:
+    """`` at FILE, line N`` of the application's line that raised ``exc`` ("" if none)."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        filename, line = exc.filename, exc.lineno
+    else:
+        frames = _application_frames(exc)
+        if not frames:
+            return ""
+        filename, line = frames[-1].filename, frames[-1].lineno or 0
+    shown = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) else filename
+    return f" at {shown}, line {line}"
 
 
 def split_queues(values: Sequence[str] | None) -> list[str] | None:
@@ -135,57 +184,99 @@ def configure_logging(verbose: bool) -> None:
     log.setLevel(level)
 
 
-def consume(mq: Minique, args: argparse.Namespace) -> int:
-    """Run a consumer of ``mq`` until SIGTERM/SIGINT; the process's exit status."""
+class ConsumeError(Exception):
+    """A consumer cannot run as asked (bad options, an unusable database); exit status 2."""
+
+    exit_status = 2
+
+
+def run_consumer(mq: Minique, args: argparse.Namespace, *,
+                 no_process_workers: str | None = None) -> None:
+    """Run a consumer of ``mq`` until SIGTERM/SIGINT: ``minique consume``, Flask's and Django's.
+
+    ``args`` holds the options of ``add_consume_arguments``. Sets up logging
+    (``configure_logging``) before the consumer logs its banner.
+    ``no_process_workers`` says why ``-k process`` cannot work where this
+    runs (a framework whose worker processes could not rebuild the queue),
+    following "-k process": "is not supported with ...". Raises
+    ``ConsumeError`` for options it cannot honour or a database it cannot
+    use, before any task runs.
+    """
+    configure_logging(args.verbose)
     if args.workers < 1:
-        print("minique: --workers must be at least 1", file=sys.stderr)
-        return 2
+        raise ConsumeError("--workers must be at least 1")
+    if args.worker_type == "process" and no_process_workers:
+        raise ConsumeError(f"-k process {no_process_workers}")
     try:
         consumer = mq.consumer(workers=args.workers, queues=split_queues(args.queues),
                                periodic=not args.no_periodic, grace=args.grace,
                                worker_type=args.worker_type)
+    except ValueError as exc:  # an option the consumer refuses
+        raise ConsumeError(str(exc)) from exc
+    try:
         consumer.run()
-    except MiniqueError as exc:
+    except MiniqueError as exc:  # the database cannot be opened or written
+        raise ConsumeError(str(exc)) from exc
+
+
+def consume(mq: Minique, args: argparse.Namespace, *,
+            no_process_workers: str | None = None) -> int:
+    """``run_consumer``, with its refusal printed as one line on stderr; the exit status."""
+    try:
+        run_consumer(mq, args, no_process_workers=no_process_workers)
+    except ConsumeError as exc:
         print(f"minique: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     return 0
 
 
+def consume_parser(prog: str) -> argparse.ArgumentParser:
+    """A parser of the options of ``minique consume`` alone, for commands that take no TARGET."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run a consumer of the queue's tasks until SIGTERM or Ctrl-C.")
+    add_consume_arguments(parser)
+    return parser
+
+
 def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
-    """Print counts by queue and status to ``out`` (stdout); the process's exit status."""
+    """Print counts by queue and status, periodic tasks and consumers to ``out`` (stdout).
+
+    Returns the process's exit status. Counts come from one read, so the
+    total row adds up the rows above it.
+    """
     out = out or sys.stdout
 
     def say(line: str) -> None:
         out.write(line + "\n")  # one write per line: Django's OutputWrapper adds no second
 
     try:
-        queues = mq.store.counts_by_queue()
-        consumers = mq.store.consumers()
-        slots = {name: (expr, fire) for name, expr, fire in mq.store.periodic_slots()}
-        totals = mq.counts()
+        queues = mq.counts_by_queue()
+        consumers = mq.consumers(live_only=False)
+        next_fires = mq.next_fire_times()
     except MiniqueError as exc:
         print(f"minique: {exc}", file=sys.stderr)
         return 2
+    totals = sum_counts(queues.values())
+    now = dt.datetime.now(dt.UTC)
+    live = [c for c in consumers if c.state == "live"]
+    stale = [c for c in consumers if c.state != "live"]
     periodic = []
-    for name, task in sorted(mq.periodic_tasks.items()):
-        assert task.periodic is not None
-        stored = slots.get(name)
-        next_fire = None
-        if stored is not None and stored[0] == task.periodic.expr:
-            next_fire = mq.local_time(stored[1])
-        periodic.append({"name": name, "crontab": task.periodic.expr, "next_fire": next_fire})
+    for name, fire in next_fires.items():
+        schedule = mq.tasks[name].periodic
+        assert schedule is not None
+        periodic.append({"name": name, "crontab": schedule.expr,
+                         "next_fire": None if fire is None else fire.isoformat("T", "seconds")})
     if as_json:
         say(json.dumps({
-            "database": str(mq.path.resolve()),
+            "database": mq.store.location,
             "queues": queues,
             "totals": totals,
-            "consumers": [{"id": c.id, "hostname": c.hostname, "pid": c.pid,
-                           "queues": c.queues, "workers": c.workers,
-                           "heartbeat_at": c.heartbeat_at} for c in consumers],
+            "consumers": [_consumer_json(c, now) for c in live],
+            "stale_consumers": [_consumer_json(c, now) for c in stale],
             "periodic": periodic,
         }, indent=2, sort_keys=True))
         return 0
-    say(f"database: {mq.path.resolve()}")
+    say(f"database: {mq.store.location}")
     width = max([len("queue"), *map(len, queues)])
     say("  ".join([f"{'queue':<{width}}", *(f"{s:>9}" for s in STATES)]))
     for name in sorted(queues):
@@ -197,11 +288,38 @@ def status(mq: Minique, as_json: bool, out: TextIO | None = None) -> int:
         for p in periodic:
             when = p["next_fire"] or "when a consumer starts"
             say(f"  {p['name']}  {p['crontab']}  next: {when}")
-    say(f"consumers: {len(consumers)}")
-    for c in consumers:
-        say(f"  {c.id[:8]}  pid {c.pid} on {c.hostname}  queues {c.queues}  "
-              f"{c.workers} workers")
+    say(f"consumers: {len(live)}")
+    for c in live:
+        say(f"{_consumer_line(c)}  seen {_age(c.seen_ago(now))} ago")
+    if stale:
+        say(f"not live: {len(stale)}")
+    for c in stale:
+        if c.state == "dead":
+            say(f"{_consumer_line(c)}  dead: its process is gone (seen {_age(c.seen_ago(now))} "
+                "ago); the next consumer on this host takes back its tasks")
+        else:
+            say(f"{_consumer_line(c)}  not seen for {_age(c.seen_ago(now))}")
     return 0
+
+
+def _consumer_line(c: ConsumerStatus) -> str:
+    queues = ",".join(c.queues) if c.queues else "*"
+    return f"  {c.id[:8]}  pid {c.pid} on {c.host}  queues {queues}  {c.workers} workers"
+
+
+def _consumer_json(c: ConsumerStatus, now: dt.datetime) -> dict[str, Any]:
+    return {"id": c.id, "host": c.host, "pid": c.pid,
+            "queues": None if c.queues is None else list(c.queues), "workers": c.workers,
+            "started_at": c.started_at.isoformat(), "last_seen": c.last_seen.isoformat(),
+            "seen_ago": round(c.seen_ago(now), 1), "state": c.state}
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="TARGET",
                      help="module holding your Minique, e.g. app.tasks or app.tasks:mq")
     add_consume_arguments(run)
-    show = commands.add_parser("status", help="show counts of tasks by queue and status")
+    show = commands.add_parser(
+        "status", help="show counts of tasks by queue and status, periodic tasks, consumers")
     show.add_argument("target", metavar="TARGET")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument("-v", "--verbose", action="store_true",
+                      help="print the traceback of a target that fails to import")
     return parser
 
 
@@ -225,11 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         mq = load_target(args.target)
     except TargetError as exc:
-        print(f"minique: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        if cause is not None and args.verbose:
+            _print_import_traceback(cause)
+        hint = " (-v prints the traceback)" if cause is not None and not args.verbose else ""
+        print(f"minique: {exc}{hint}", file=sys.stderr)
         return 2
     if args.command == "consume":
-        # After the import, so that logging the application set up there wins.
-        configure_logging(args.verbose)
+        # Logging is set up after the import, so that the application's own setup wins.
         return consume(mq, args)
     return status(mq, args.json)
 

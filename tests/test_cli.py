@@ -26,6 +26,7 @@ import pytest
 from conftest import ROOT, Proc, wait_for
 
 from minique import Minique, TaskError
+from minique.cli import status
 from minique.store import STATES
 from minique.task import Task
 
@@ -257,6 +258,117 @@ def test_status_json_gives_counts_by_queue_and_status(app: App) -> None:
     assert status["queues"]["default"]["queued"] == 2
     assert status["queues"]["emails"]["queued"] == 1
     assert status["queues"]["default"].get("done", 0) == 0
+
+
+def test_status_shows_live_consumers_with_the_age_of_their_heartbeat(
+        app: App, spawn: Callable[..., Proc]) -> None:
+    # Given a running consumer
+    proc = consume(spawn, "jobs", "-w", "2", "--no-periodic")
+
+    # When the status is asked for, as text and as JSON
+    text = run_cli([sys.executable, "-m", "minique", "status", "jobs"], app.root)
+    as_json = run_cli([sys.executable, "-m", "minique", "status", "jobs", "--json"], app.root)
+
+    # Then the consumer is listed as live, with how long ago it was last heard of
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "consumers: 1\n" in text.stdout
+    assert re.search(rf"^  [0-9a-f]{{8}}  pid {proc.pid} on \S+  queues \*  2 workers  "
+                     r"seen \d+ s ago$", text.stdout, re.M), text.stdout
+    assert "not live" not in text.stdout
+    (live,) = json.loads(as_json.stdout)["consumers"]
+    assert (live["pid"], live["queues"], live["workers"], live["state"]) == (
+        proc.pid, None, 2, "live")
+    assert live["last_seen"].endswith("+00:00")
+    assert 0 <= live["seen_ago"] < 60
+
+
+def test_status_shows_a_killed_consumer_as_dead_not_live(
+        app: App, spawn: Callable[..., Proc]) -> None:
+    # Given a consumer killed with SIGKILL, so that it could not unregister,
+    # and no other consumer running to notice
+    proc = consume(spawn, "jobs", "--no-periodic")
+    proc.kill()
+
+    # When the status is asked for, at once
+    text = run_cli([sys.executable, "-m", "minique", "status", "jobs"], app.root)
+    as_json = run_cli([sys.executable, "-m", "minique", "status", "jobs", "--json"], app.root)
+
+    # Then no consumer is live, and the killed one is listed as dead
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "consumers: 0\n" in text.stdout
+    assert "not live: 1\n" in text.stdout
+    assert re.search(rf"^  [0-9a-f]{{8}}  pid {proc.pid} on \S+ .* dead: its process is gone",
+                     text.stdout, re.M), text.stdout
+    report = json.loads(as_json.stdout)
+    assert report["consumers"] == []
+    assert [(c["pid"], c["state"]) for c in report["stale_consumers"]] == [(proc.pid, "dead")]
+
+
+def test_status_total_row_adds_up_the_rows_above_while_calls_arrive(
+        app: App, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given calls in two queues, and a producer that commits another call right
+    # after every read of the counts
+    app.greet("a")
+    app.mail("b")
+    read = app.mq.store.counts_by_queue
+
+    def read_then_another_call_arrives() -> dict[str, dict[str, int]]:
+        counts = read()
+        app.mail("arrived meanwhile")
+        return counts
+
+    monkeypatch.setattr(app.mq.store, "counts_by_queue", read_then_another_call_arrives)
+
+    # When the status is printed, as JSON and as text
+    assert status(app.mq, as_json=True) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert status(app.mq, as_json=False) == 0
+    rows = {line.split()[0]: [int(n) for n in line.split()[1:]]
+            for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] and line.split()[0] in ("default", "emails", "(all)")}
+
+    # Then the totals are those of the same read as the rows
+    queued = STATES.index("queued")
+    assert report["totals"]["queued"] == sum(q["queued"] for q in report["queues"].values()) == 2
+    assert rows["(all)"] == [a + b for a, b in zip(rows["default"], rows["emails"], strict=True)]
+    assert rows["(all)"][queued] == 3
+
+
+@pytest.mark.parametrize("command", ["consume", "status"])
+def test_target_raising_at_import_names_the_file_and_line(
+        app_dir: Callable[[str, str], Path], tmp_path: Path, command: str) -> None:
+    # Given a module that reads a setting missing from the environment when imported
+    app_dir("settings_app", """
+        import os
+
+        SECRET = os.environ["MINIQUE_TEST_SECRET"]
+    """)
+
+    # When the command is run on it
+    done = run_cli([sys.executable, "-m", "minique", command, "settings_app"], tmp_path)
+
+    # Then its one line says where in the application it failed, and how to see more
+    assert_refused(done, "KeyError: 'MINIQUE_TEST_SECRET'", "at settings_app.py, line 4",
+                   "-v prints the traceback")
+
+    # And with -v, the traceback comes first, then the same line
+    verbose = run_cli([sys.executable, "-m", "minique", command, "settings_app", "-v"], tmp_path)
+    assert verbose.returncode == 2
+    assert verbose.stderr.startswith("Traceback (most recent call last):"), verbose.stderr
+    assert 'SECRET = os.environ["MINIQUE_TEST_SECRET"]' in verbose.stderr
+    assert verbose.stderr.splitlines()[-1] == done.stderr.strip().removesuffix(
+        " (-v prints the traceback)")
+
+
+def test_target_importing_a_missing_module_names_its_line(
+        app_dir: Callable[[str, str], Path], tmp_path: Path) -> None:
+    # Given a target whose name begins with the name of a module it fails to import
+    app_dir("billing", "import bill\n")
+
+    # When it is run, then the reason is that import, at its line (not a missing target)
+    done = run_cli([sys.executable, "-m", "minique", "status", "billing"], tmp_path)
+    assert_refused(done, "importing 'billing' failed at billing.py, line 1",
+                   "No module named 'bill'")
 
 
 def test_target_may_name_the_instance_with_module_colon_attr(

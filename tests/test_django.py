@@ -212,7 +212,7 @@ def test_minique_status_command_prints_one_line_per_row(queue: DjangoMinique) ->
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["-w", "0"], "at least one worker"),
+    (["-w", "0"], "--workers must be at least 1"),
     (["-k", "process"], "-k process is not supported with Django"),
 ])
 def test_minique_consume_command_refuses_what_it_cannot_run(

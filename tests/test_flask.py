@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,6 +317,108 @@ def test_flask_minique_consume_refuses_zero_workers(webapp: ModuleType) -> None:
     result = webapp.app.test_cli_runner().invoke(args=["minique", "consume", "-w", "0"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+FACTORY = """
+    import os
+
+    from flask import Flask
+
+    from minique.contrib.flask import FlaskMinique
+
+    mq = FlaskMinique()
+
+
+    @mq.task
+    def ping():
+        return "pong"
+
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["MINIQUE_DATABASE"] = os.path.join(os.path.dirname(__file__), "queue.db")
+        mq.init_app(app)
+        return app
+"""
+
+
+@pytest.mark.parametrize("target", ["factory:create_app()", "factory"])
+def test_flask_minique_consume_refuses_process_workers_for_an_app_factory(
+    app_dir: Callable[[str, str], Path], tmp_path: Path, target: str,
+) -> None:
+    # Given an app made by a factory, named (create_app()) or found by Flask (create_app)
+    app_dir("factory", FACTORY)
+
+    # When a consumer with worker processes is asked for
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", target, "minique", "consume", "-k", "process"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    # Then it refuses at once, with status 2 and one line saying why and what to do
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("minique: -k process cannot run the tasks of the app 'factory': "
+                           "it is made by an app factory"), line
+    assert "Use thread workers" in line
+
+
+def test_flask_minique_consume_runs_an_app_factory_with_thread_workers(
+    app_dir: Callable[[str, str], Path], spawn: Callable[..., Proc],
+) -> None:
+    # Given an app made by a factory, when a consumer with thread workers is started
+    app_dir("factory", FACTORY)
+    consumer = spawn("-m", "flask", "--app", "factory:create_app()", "minique", "consume")
+
+    # Then it runs, and stops cleanly on SIGTERM
+    wait_for(lambda: "1 tasks: factory.ping" in consumer.output(), timeout=15,
+             what="the consumer's banner")
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(30) == 0
+
+
+def test_flask_minique_consume_takes_the_options_of_minique_consume(
+        webapp: ModuleType) -> None:
+    # When `flask minique consume --help` runs, then it lists the options of `minique consume`
+    flask_help = webapp.app.test_cli_runner().invoke(args=["minique", "consume", "--help"])
+    cli_help = subprocess.run([sys.executable, "-m", "minique", "consume", "--help"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+    assert flask_help.exit_code == 0, flask_help.output
+    assert option_names(flask_help.output) == option_names(cli_help.split("options:")[1])
+
+
+def option_names(help_text: str) -> list[str]:
+    """The option names (-w, --workers...) a --help text lists."""
+    return sorted(set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", help_text)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_resets_every_queue_though_one_has_no_app_yet(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a FlaskMinique no app was given yet, beside one whose consumer in this
+    # process added its wake-up
+    unconfigured = FlaskMinique()
+    configured = FlaskMinique(make_app(db_path))
+    woken: list[int] = []
+    configured.add_waker(lambda: woken.append(os.getpid()))
+    # (an exception in a fork hook is only reported, as unraisable)
+    problems: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: problems.append(repr(u.exc_value)))
+    out = tmp_path / "child.json"
+
+    # When the process forks, and the child commits work through the configured queue
+    pid = os.fork()
+    if pid == 0:
+        try:
+            configured.wake_consumers()
+            out.write_text(json.dumps({"problems": problems, "woken": woken}))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+    # Then the hook went through every queue: the parent's consumer was not called in the child
+    assert json.loads(out.read_text()) == {"problems": [], "woken": []}
+    assert repr(unconfigured) == "<FlaskMinique (not configured)>"
 
 
 def test_importing_minique_imports_neither_flask_nor_django() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import signal
 import sqlite3
@@ -161,6 +162,42 @@ def test_scheduler_that_lost_the_race_learns_the_next_slot(db_path: Path) -> Non
 
     assert len(fired(db_path)) == 1
     assert second.slots == {"cleanup": T0 + 300}
+
+
+def test_only_the_scheduler_that_enqueued_a_slot_logs_it(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given two consumers' schedulers on one database
+    caplog.set_level(logging.INFO, logger="minique")
+    first = scheduler_at(queue_with(db_path, cleanup=EVERY_5_MIN), T0 - 10)
+    second = scheduler_at(queue_with(db_path, cleanup=EVERY_5_MIN), T0 - 5)
+
+    # When both see the slot come due, one after the other
+    first.fire_due(T0 + 0.001)
+    second.fire_due(T0 + 0.002)
+
+    # Then one line says it was enqueued, with the id of the call that was stored
+    with sqlite3.connect(db_path) as conn:
+        (stored_id,) = [str(row[0]) for row in conn.execute("SELECT id FROM jobs")]
+    lines = [r.getMessage() for r in caplog.records if "enqueued by its crontab" in r.getMessage()]
+    assert lines == [f"cleanup[{stored_id}] enqueued by its crontab {EVERY_5_MIN} "
+                     "(1.0 ms after its time)"]
+
+
+def test_fire_periodic_gives_the_call_to_the_scheduler_that_stored_it(db_path: Path) -> None:
+    # Given two processes' queue objects with the same periodic task, its slot stored at T0
+    first, second = (queue_with(db_path, cleanup=EVERY_5_MIN) for _ in range(2))
+    scheduler_at(first, T0 - 10)
+    first_task, second_task = first.tasks["cleanup"], second.tasks["cleanup"]
+
+    # When both fire the same slot
+    won = first.fire_periodic(first_task, T0, T0 + 300, T0 + 0.001)
+    lost = second.fire_periodic(second_task, T0, T0 + 300, T0 + 0.002)
+
+    # Then both learn the next slot, and only the first one has a call, the one stored
+    assert won[0] == lost[0] == T0 + 300
+    assert won[1] is not None and lost[1] is None
+    assert won[1].status == "queued"
+    assert first.counts()["queued"] == 1
 
 
 def test_restarted_scheduler_never_fires_a_slot_again(db_path: Path) -> None:

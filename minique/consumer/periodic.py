@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MiniqueError
+from .failures import FailureLog
 
 if TYPE_CHECKING:
     from ..task import Task
@@ -62,6 +63,7 @@ class PeriodicScheduler:
 
     def _loop(self) -> None:
         next_sync = time.monotonic() + RESYNC_EVERY
+        failures = FailureLog("the periodic scheduler")
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_sync:
@@ -69,9 +71,10 @@ class PeriodicScheduler:
                     next_sync = time.monotonic() + RESYNC_EVERY
                 self.fire_due(time.time())
             except MiniqueError as exc:
-                log.error("periodic scheduler: %s; trying again in 1 s", exc)
+                failures.failed(exc)
                 self._stop.wait(1.0)
                 continue
+            failures.succeeded()
             wait = min(self.slots.values(), default=time.time() + RESYNC_EVERY) - time.time()
             self._stop.wait(min(max(wait, 0.0), RESYNC_EVERY))
 
@@ -89,13 +92,13 @@ class PeriodicScheduler:
             # Missed while no consumer ran: it came due before this scheduler
             # started, and by more than another running one could be late.
             missed = slot < self.started_at - MISSED_AFTER
-            job = None if missed else self.mq._new_job(task, (), {}, now, now, None)
-            stored = self.mq.store.fire_periodic(name, slot, next_fire, job, now)
+            stored, result = self.mq.fire_periodic(task, slot, next_fire, now,
+                                                   enqueue=not missed)
             self.slots[name] = stored
-            if job is not None and stored == next_fire:
+            if result is not None:  # this scheduler, not another one, enqueued it
                 fired = True
                 log.info("%s[%s] enqueued by its crontab %s (%.1f ms after its time)",
-                         name, job.id, task.periodic.expr, (now - slot) * 1000)
+                         name, result.id, task.periodic.expr, (now - slot) * 1000)
             elif missed and stored == next_fire:
                 log.info("%s: skipped the slot missed while no consumer ran; next at %s",
                          name, self.mq.local_time(next_fire))

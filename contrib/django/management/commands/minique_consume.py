@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from minique.cli import add_consume_arguments, configure_logging, split_queues
-from minique.errors import MiniqueError
+from minique.cli import ConsumeError, add_consume_arguments, run_consumer
 
 from ... import mq
+
+NO_PROCESS_WORKERS = (
+    "is not supported with Django yet: the worker processes would import the tasks modules "
+    "without setting up Django; use thread workers")
 
 
 class Command(BaseCommand):
@@ -25,20 +29,11 @@ class Command(BaseCommand):
         add_consume_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        configure_logging(options["verbose"] or options["verbosity"] >= 2)
-        if options["worker_type"] == "process":
-            raise CommandError(
-                "-k process is not supported with Django yet: the worker processes would "
-                "import the tasks modules without setting up Django; use thread workers",
-                returncode=2)
+        consume_args = argparse.Namespace(
+            workers=options["workers"], queues=options["queues"],
+            worker_type=options["worker_type"], no_periodic=options["no_periodic"],
+            grace=options["grace"], verbose=options["verbose"] or options["verbosity"] >= 2)
         try:
-            consumer = mq.consumer(workers=options["workers"],
-                                   queues=split_queues(options["queues"]),
-                                   periodic=not options["no_periodic"], grace=options["grace"])
-        except ValueError as exc:  # e.g. --workers 0
-            raise CommandError(str(exc), returncode=2) from None
-        try:
-            consumer.run()
-        except MiniqueError as exc:  # the database cannot be opened or written
-            raise CommandError(str(exc), returncode=2) from None
-
+            run_consumer(mq, consume_args, no_process_workers=NO_PROCESS_WORKERS)
+        except ConsumeError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_status) from None
