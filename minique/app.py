@@ -20,9 +20,8 @@ from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
 from .result import Result
 from .serializers import explain, get_serializer
-from .store import STATES, ClaimedJob, NewJob, SqliteStore, Synchronous
+from .store import STATES, ClaimedJob, NewJob, Synchronous, is_url, open_store
 from .task import Expires, Task, TaskOptions, argument_name, required_parameters
-from .wakeup import Nudger
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SYNCHRONOUS = ("off", "normal", "full", "extra")
 _TASK_OPTIONS = frozenset({
     "name", "queue", "priority", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "timeout", "expires",
@@ -49,9 +47,9 @@ def _after_fork_in_child() -> None:
         # Read from the instance itself: a queue configured later (Flask,
         # Django) raises ConfigurationError for an attribute it lacks yet,
         # which would stop this hook before the queues after it.
-        nudger = vars(mq).get("_nudger")
-        if nudger is not None:
-            nudger.after_fork()
+        store = vars(mq).get("store")
+        if store is not None:
+            store.notifier.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -123,15 +121,10 @@ class Minique:
             raise ConfigurationError(
                 "cannot change the database of a queue while a consumer of it runs in this "
                 "process; stop the consumer first")
-        file = check.database_path(path)
+        location = path if is_url(path) else check.database_path(path)
         immediate = check.flag(immediate, "immediate")
         if isinstance(synchronous, str):
             synchronous = synchronous.strip().lower()  # type: ignore[assignment]
-        if synchronous not in _SYNCHRONOUS:
-            raise OptionError(
-                f"synchronous={synchronous!r} is not a SQLite setting; use 'normal' (survives "
-                "any process crash) or 'full' (also survives power loss)"
-            )
         lease = check.real(
             lease, "lease", "give the seconds a running task stays reserved to its consumer "
             "without a heartbeat, a finite number > 0 (the default is 60)", low_open=True,
@@ -153,8 +146,9 @@ class Minique:
             chosen = get_serializer(serializer)
         except ValueError as exc:
             raise OptionError(str(exc)) from None
-        store = SqliteStore(file, synchronous=synchronous, busy_timeout=busy_timeout)
-        self.path = Path(file)
+        store = open_store(location, synchronous=synchronous, busy_timeout=busy_timeout)
+        #: The SQLite file, or None for a server store (see ``store.location``).
+        self.path = None if is_url(location) else Path(location)
         self.immediate = immediate
         self.serializer = chosen
         self.result_ttl = result_ttl
@@ -163,10 +157,9 @@ class Minique:
         self.synchronous = synchronous
         self.lease = lease
         self.store = store
-        self._nudger = Nudger(self.path)
 
     def __repr__(self) -> str:
-        return f"<Minique {self.path}>"
+        return f"<Minique {self.store.location}>"
 
     # -- declaring tasks ---------------------------------------------------------
 
@@ -390,7 +383,7 @@ class Minique:
         """Tell consumers, in this process and others, that work was committed."""
         for wake in self._local_wakers:
             wake()
-        self._nudger.nudge()
+        self.store.notifier.notify()
 
     def add_waker(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever work is committed through this object (for consumers).

@@ -279,7 +279,7 @@ def test_purge_finished_deletes_only_finished_rows_before_the_given_time(
 def test_purge_finished_deletes_in_batches_until_done(
         mq: Minique) -> None:
     @mq.task
-    def work() -> None: ...
+    def work(n: int) -> None: ...
 
     for result in work.map(range(7)):
         result.revoke()

@@ -73,7 +73,7 @@ def test_a_forked_child_nudges_though_a_thread_held_the_nudgers_lock_at_fork(
         assert listener.wait(5.0) is True
         # When the producer forks while one of its threads holds the nudger's
         # lock (a thread refreshing the list of consumers), and the child nudges
-        with mq._nudger._lock:
+        with mq.store.notifier._nudger._lock:  # type: ignore[attr-defined]
             pid = os.fork()
             if pid == 0:  # the child: no thread of the parent runs here
                 try:

@@ -38,9 +38,8 @@ from uuid import uuid4
 
 from ..attempt import Ran, WorkerClosed, execute, internal_error, timed_out
 from ..errors import ConsumerFailed, MiniqueError
-from ..store import ClaimedJob, ConsumerInfo
+from ..store import ClaimedJob, ConsumerInfo, Listener
 from ..task import TaskOptions
-from ..wakeup import Listener
 from .housekeeping import Housekeeper
 from .identity import describe_self
 from .periodic import PeriodicScheduler
@@ -188,9 +187,7 @@ class Consumer:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._listener = Listener(self.mq.path, self.id)
-        if not self._listener.open():
-            self._listener = None
+        self._listener = self.mq.store.notifier.listen(self.id)
         self.mq._local_wakers.append(self.wake)
         for _ in range(self.workers):
             self._start_worker()
@@ -209,7 +206,7 @@ class Consumer:
 
     def _log_banner(self) -> None:
         queues = ", ".join(self.queues) if self.queues else "all"
-        log.info("minique consumer %s started on %s", self.id[:8], self.mq.path.resolve())
+        log.info("minique consumer %s started on %s", self.id[:8], self.mq.store.location)
         kind = "threads" if self.worker_type == "thread" else "processes"
         log.info("  queues: %s; workers: %d %s; periodic: %s; lease: %g s", queues,
                  self.workers, kind, "on" if self.periodic else "off", self.mq.lease)
@@ -386,17 +383,17 @@ class Consumer:
     def _sleep(self, timeout: float) -> None:
         """Sleep in the dispatcher until poked, nudged by a producer, or ``timeout``."""
         listener = self._listener
-        sock = listener.sock if listener is not None else None
-        if sock is not None and listener is not None:
+        fd = listener.fileno() if listener is not None else None
+        if listener is not None:
             hold = listener.ready_in()
             if hold > 0:  # nudges flood in: look at them again in a moment
-                sock, timeout = None, min(timeout, hold)
+                fd, timeout = None, min(timeout, hold)
         # poll(), not select(): a process may already hold more than 1,024
         # descriptors when the consumer starts (select() refuses those).
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        if sock is not None:
-            poller.register(sock, select.POLLIN)
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
         try:
             ready = {fd for fd, _ in poller.poll(timeout * 1000)}
         except OSError as exc:
@@ -414,7 +411,7 @@ class Consumer:
                     pass
             except OSError:  # BlockingIOError once empty
                 pass
-        nudged = sock is not None and sock.fileno() in ready
+        nudged = fd is not None and fd in ready
         if nudged:
             assert listener is not None
             listener.drain()

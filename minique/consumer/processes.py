@@ -39,17 +39,24 @@ class WorkerCrashed(Exception):  # noqa: N818 - the name users see as error_type
     """The worker process running an attempt died before it reported back."""
 
 
-def _find_queue(modules: list[str], path: str, names: list[str]) -> Minique:
+def _find_queue(modules: list[str], location: str, names: list[str]) -> Minique:
     from ..app import Minique
 
     for name in modules:
         import_module(name)
     for module in list(sys.modules.values()):
         for value in list(vars(module).values()) if module is not None else ():
-            if isinstance(value, Minique) and str(value.path) == path \
+            if isinstance(value, Minique) and _location(value) == location \
                     and all(n in value.tasks for n in names):
                 return value
-    raise RuntimeError(f"no Minique for {path} defining {names} found after importing {modules}")
+    raise RuntimeError(
+        f"no Minique for {location} defining {names} found after importing {modules}")
+
+
+def _location(mq: Minique) -> str | None:
+    # A queue configured later (Flask, Django) has no store yet.
+    store = vars(mq).get("store")
+    return None if store is None else str(store.location)
 
 
 def child_main() -> None:
@@ -58,7 +65,7 @@ def child_main() -> None:
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
-        mq = _find_queue(config["modules"], config["path"], config["names"])
+        mq = _find_queue(config["modules"], config["location"], config["names"])
     except BaseException as exc:
         replies.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -86,7 +93,7 @@ class ProcessRunner:
     def _start(self) -> None:
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
-        config = json.dumps({"modules": self._modules, "path": str(self.mq.path),
+        config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
                              "names": sorted(self.mq.tasks), "sys_path": sys.path})
         try:
             self._process = subprocess.Popen(

@@ -44,6 +44,14 @@ class Listener(Protocol):
         """Consume the nudges that woke it, so that the descriptor reads idle again."""
         ...
 
+    def ready_in(self) -> float:
+        """Seconds to leave the descriptor unwatched: 0, or more while nudges flood in.
+
+        A flood of nudges must not cost the consumer a core: it looks at
+        them at a bounded rate and polls the store meanwhile.
+        """
+        ...
+
     def close(self) -> None:
         """Stop listening; idempotent."""
         ...

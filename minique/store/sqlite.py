@@ -46,6 +46,7 @@ from .sqlite_notifier import SqliteNotifier
 log = logging.getLogger("minique")
 
 Synchronous = Literal["off", "normal", "full", "extra"]
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
 
 # A checkpoint copies the WAL into the database and, unless synchronous=off,
 # fsyncs both: far too slow for the commit that happens to trigger it. Running
@@ -638,6 +639,11 @@ class SqliteStore:
         self, path: str | os.PathLike[str], synchronous: Synchronous = "normal",
         busy_timeout: float = 30.0,
     ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not a SQLite setting; use 'normal' (survives "
+                "any process crash) or 'full' (also survives power loss)"
+            )
         self.path = Path(path)
         self.location = str(self.path.resolve())
         self.synchronous = synchronous

@@ -27,6 +27,9 @@ class _Listening:
     def drain(self) -> None:
         self._listener.drain()
 
+    def ready_in(self) -> float:
+        return self._listener.ready_in()
+
     def close(self) -> None:
         self._listener.close()
 
