@@ -1,8 +1,10 @@
 """How task arguments and results are stored: tagged JSON (default) or pickle.
 
-A stored value says which serializer wrote it: JSON is stored as text and
-pickle as bytes. A queue configured for JSON refuses to unpickle, so reading
-the database never executes code unless the application opted in.
+A stored value says which serializer wrote it, whatever column type the
+store keeps it in: a pickle always begins with the byte 0x80 (the PROTO
+opcode of pickle protocol 2 and later, which is all we write), and UTF-8
+JSON text never does. A queue configured for JSON refuses to unpickle, so
+reading the database never executes code unless the application opted in.
 """
 
 from __future__ import annotations
@@ -146,11 +148,13 @@ class JSONSerializer:
             raise _json_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
-        if isinstance(data, bytes):
-            raise ValueError(
-                "this value was stored by the pickle serializer, but the queue is configured "
-                "with serializer='json'; create the Minique with serializer='pickle' to read it"
-            )
+        if not isinstance(data, str):
+            if is_pickle(data):
+                raise ValueError(
+                    "this value was stored by the pickle serializer, but the queue is "
+                    "configured with serializer='json'; create the Minique with "
+                    "serializer='pickle' to read it")
+            data = bytes(data).decode("utf-8")  # a store that keeps bytes
         return _decoder.decode(data)
 
 
@@ -166,9 +170,17 @@ class PickleSerializer:
             raise _pickle_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
-        if isinstance(data, str):
+        if not is_pickle(data):  # JSON, from before the switch to pickle
             return JSONSerializer().loads(data)
         return pickle.loads(data)
+
+
+_PICKLE_PROTO = 0x80
+
+
+def is_pickle(data: Stored) -> bool:
+    """True if ``data`` was written by the pickle serializer (its first byte is 0x80)."""
+    return not isinstance(data, str) and len(data) > 0 and data[0] == _PICKLE_PROTO
 
 
 # -- explaining what cannot be stored -------------------------------------------------------
