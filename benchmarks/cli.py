@@ -1,4 +1,9 @@
-"""``python -m benchmarks [--quick] [--only SCENARIO ...] [--repeats N]``."""
+"""``python -m benchmarks [--quick] [--only SCENARIO ...] [--repeats N]``.
+
+``python -m benchmarks --only chaos [--duration SECONDS] [--database PATH_OR_URL]`` runs
+the chaos soak instead (``benchmarks/chaos.py``): it measures no speed, it checks
+what minique promises when processes are killed.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,14 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import chaos
 from .procs import ROOT, BenchError
 from .report import machine, stderr, summary, table, write_json
 from .scenarios import FULL, QUICK, SCENARIOS, Bench
 from .targets import build_rows, row_specs
+
+CHAOS_OPTIONS = ("duration", "database", "producers", "consumers", "workers", "seed",
+                 "drain_timeout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and 1 repeat: checks that the harness works, "
                              "measures nothing")
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, metavar="SCENARIO",
-                        help=f"run only these scenarios ({', '.join(SCENARIOS)})")
+    parser.add_argument("--only", nargs="+", choices=(*SCENARIOS, "chaos"), metavar="SCENARIO",
+                        help=f"run only these scenarios ({', '.join(SCENARIOS)}); or "
+                             "'chaos' alone: the chaos soak")
     parser.add_argument("--repeats", type=int, default=None,
                         help="repeats of each measurement; the table shows medians "
                              "(default 3, 1 with --quick)")
@@ -35,7 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default benchmarks/results)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder of databases and logs")
+    soak = parser.add_argument_group("the chaos soak (--only chaos)")
+    soak.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="how long processes are killed (default 180)")
+    soak.add_argument("--database", default=None, metavar="PATH_OR_URL",
+                      help="the database, as Minique() takes it (default: a new SQLite file "
+                           "in the run's folder)")
+    soak.add_argument("--producers", type=int, default=None, help="producer processes (3)")
+    soak.add_argument("--consumers", type=int, default=None, help="consumer processes (2)")
+    soak.add_argument("--workers", type=int, default=None,
+                      help="worker threads per consumer (4)")
+    soak.add_argument("--seed", type=int, default=None,
+                      help="seed of the kills and the calls (default: random, printed)")
+    soak.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
+                      help="how long the final drain may take before what is left counts "
+                           "as stuck (default 120)")
     return parser
+
+
+def chaos_config(args: argparse.Namespace) -> chaos.ChaosConfig:
+    """The soak's settings from the command line: the defaults, but for those given."""
+    given = {name: getattr(args, name) for name in CHAOS_OPTIONS
+             if getattr(args, name) is not None}
+    return chaos.ChaosConfig(**given)
 
 
 def compile_sources() -> None:
@@ -52,7 +84,20 @@ def compile_sources() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.only and "chaos" in args.only:
+        if len(args.only) > 1 or args.quick or args.repeats is not None:
+            parser.error("--only chaos runs the chaos soak alone, without --quick or --repeats")
+        try:
+            config = chaos_config(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        compile_sources()
+        return chaos.main(config, args.results_dir, args.keep)
+    if any(getattr(args, name) is not None for name in CHAOS_OPTIONS):
+        parser.error("--duration, --database, --producers, --consumers, --workers, --seed and "
+                     "--drain-timeout are options of the chaos soak: add --only chaos")
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
