@@ -151,3 +151,113 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, "rep_" + report.when, report)
     return report
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+#
+# One server for the session: MINIQUE_TEST_POSTGRES (the URL of a database the
+# tests may fill with schemas of their own) if set, else a throwaway cluster
+# started here (tests/pgcluster.py) and stopped at the end. Each test gets a
+# fresh schema of its own, named in its URL's search_path. Under CI=true a test
+# that cannot have its server fails; elsewhere it is skipped, saying why.
+
+
+class PostgresServer:
+    """The session's PostgreSQL: a URL, and the cluster itself when this session started it."""
+
+    def __init__(self, dsn: str, cluster: object | None) -> None:
+        self.dsn = dsn
+        self.cluster = cluster
+
+
+def postgres_unavailable(reason: str) -> None:
+    """Fail under CI (it must have its server), skip elsewhere; never returns."""
+    message = (f"no PostgreSQL server for this test: {reason}. Set MINIQUE_TEST_POSTGRES to a "
+               "database URL, or install PostgreSQL's server binaries (see docs/postgres.md)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def make_private_cluster(request: pytest.FixtureRequest) -> object:
+    """A cluster of this test's own (stopped at its end), for tests that restart the server."""
+    import shutil
+    import tempfile
+
+    import pgcluster
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        postgres_unavailable(f"psycopg is not installed ({exc})")
+    parent = Path(tempfile.mkdtemp(prefix="minique-pg-"))
+    parent.chmod(0o755)  # the server's user must reach the cluster's folder
+    try:
+        cluster = pgcluster.make(parent / "cluster")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        shutil.rmtree(parent, ignore_errors=True)
+        postgres_unavailable(str(exc))
+        raise  # not reached
+
+    def stop() -> None:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
+    """The session's PostgreSQL server (see above)."""
+    dsn = os.environ.get("MINIQUE_TEST_POSTGRES", "").strip()
+    if dsn:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            postgres_unavailable(f"psycopg is not installed ({exc})")
+        return PostgresServer(dsn, None)
+    cluster = make_private_cluster(request)
+    return PostgresServer(cluster.dsn(), cluster)  # type: ignore[attr-defined]
+
+
+def with_params(dsn: str, **params: str) -> str:
+    """``dsn`` with these query parameters added (or replaced)."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A URL whose search_path is a fresh, empty schema of this test's own."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    # The schema's name is the connections' application_name too, so that the
+    # ones a test left open can be ended before the schema is dropped.
+    yield with_params(postgres_server.dsn, options=f"-csearch_path={schema}",
+                      application_name=schema)
+    try:
+        with psycopg.connect(postgres_server.dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE application_name = %s AND pid <> pg_backend_pid()", (schema,))
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    except psycopg.Error:
+        pass  # a throwaway schema left behind is harmless
+
+
+@pytest.fixture
+def pg_mq(pg_dsn: str) -> Minique:
+    """A queue on a fresh PostgreSQL schema."""
+    return Minique(pg_dsn)

@@ -1,0 +1,1106 @@
+"""The PostgreSQL store: the same queue as sqlite.py, for consumers on many machines.
+
+Every connection is in autocommit; a method is one statement (its own
+transaction) or an explicit short transaction, sent in one round trip where
+psycopg's pipeline allows. Each thread has its own connection, opened on first
+use; one that broke (a server restart, a dropped network) is replaced, never
+reused. The semantics of every method are sqlite.py's; only the SQL differs:
+
+- claims take ready rows with ``FOR UPDATE SKIP LOCKED``, so that consumers
+  never wait for each other, and finishing a batch is one ``UPDATE ... FROM
+  unnest(...)`` whatever its size;
+- leases keep the holder's monotonic clock (``lease_mono`` on ``lease_boot``)
+  for consumers of the same kernel boot, as on SQLite, and the database's
+  clock otherwise: no consumer ever compares its wall clock with another
+  host's;
+- producers NOTIFY in the transaction of their enqueue, and consumers LISTEN
+  (``postgres_notifier.py``);
+- the schema is created, and later migrated, under an advisory lock, from the
+  same peewee models as SQLite's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ..clock import boot_id, real_monotonic
+from ..errors import ConfigurationError, DatabaseError, DuplicateJobId, SchemaVersionError
+from .records import STATES, ClaimedJob, ConsumerInfo, JobRecord, NewJob, Outcome, Reaped
+from .schema import SCHEMA_VERSION
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as exc:  # the extra is not installed: say so at Minique(...)
+    _MISSING: ImportError | None = exc
+else:
+    _MISSING = None
+
+log = logging.getLogger("minique")
+
+MIN_SERVER_VERSION = 130000
+# Defaults for the sessions of a connection whose DSN, role or database sets
+# nothing else: a statement blocked (by a lock, a stuck server) fails after
+# this long instead of hanging a worker for ever, and a process frozen inside
+# a transaction cannot hold its row locks longer than that either.
+STATEMENT_TIMEOUT = "30s"
+IDLE_IN_TRANSACTION_TIMEOUT = "60s"
+CONNECT_TIMEOUT = 10  # seconds, unless the DSN says connect_timeout
+# After a connection was lost in the middle of an enqueue, how long to try to
+# reconnect and learn whether its transaction committed (a restart takes a
+# few seconds), before saying that it cannot be known.
+RESOLVE_WITHIN = 15.0
+
+_COLUMNS = ("id, name, queue, priority, state, payload, eta, expires, attempts, max_attempts,"
+            " created_at")
+_ENQUEUE = f"INSERT INTO jobs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)"
+# One statement, one round trip: the row and the wake-up commit together.
+_ENQUEUE_ONE = (
+    f"WITH added AS ({_ENQUEUE} RETURNING id) SELECT pg_notify(%s, '') FROM added"
+)
+_COPY = (
+    "COPY jobs (id, name, queue, priority, state, payload, eta, expires, attempts,"
+    " max_attempts, created_at) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ["int8", "text", "text", "int8", "text", "bytea", "float8", "float8", "int8",
+               "int8", "float8"]
+_NOTIFY = "SELECT pg_notify(%s, '')"
+_MARK_RAN_HERE = (
+    "UPDATE jobs SET owner = %s, attempts = %s, started = 1, started_at = %s WHERE id = %s"
+)
+_PROMOTE_DUE = "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND eta <= %s"
+_NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
+# The database's clock, in epoch seconds: what leases between hosts are read on.
+_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
+# The best ready rows, locked, skipping those another consumer is taking; the
+# first ``start_now`` of them count their attempt at once (sqlite.py's
+# _CLAIM_NOW), the others are claimed ahead and count it once started.
+_CLAIM = (
+    "WITH ready AS MATERIALIZED ("
+    " SELECT id, priority, eta FROM jobs WHERE state = 'queued'{queues}"
+    " ORDER BY priority DESC, eta, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    " ranked AS (SELECT id, row_number() OVER (ORDER BY priority DESC, eta, id)"
+    " <= %(start_now)s AS now FROM ready)"
+    " UPDATE jobs j SET state = 'running', owner = %(owner)s,"
+    f" lease_until = {_DB_NOW} + %(lease)s, lease_boot = %(boot)s, lease_mono = %(mono)s,"
+    " started = CASE WHEN r.now THEN 1 ELSE 0 END,"
+    " started_at = CASE WHEN r.now THEN %(at)s ELSE j.started_at END,"
+    " attempts = j.attempts + CASE WHEN r.now THEN 1 ELSE 0 END"
+    " FROM ranked r WHERE j.id = r.id"
+    " RETURNING j.id, j.name, j.queue, j.priority, j.payload, j.attempts + 1 - j.started,"
+    " j.max_attempts, j.expires, j.eta, j.started, j.suspect"
+)
+# The attempt number of a running row is attempts + 1 - started (sqlite.py).
+_OURS = "owner = %s AND state = 'running' AND attempts + 1 - started = %s"
+# A batch of outcomes in one statement: the rows that still belong to the
+# attempt are written, and their ids returned.
+_FINISH = (
+    "UPDATE jobs j SET state = v.state, eta = COALESCE(v.eta, j.eta), result = v.result,"
+    " error_type = v.error_type, error_message = v.error_message, traceback = v.traceback,"
+    " finished_at = v.finished_at, started_at = COALESCE(v.started_at, j.started_at),"
+    " attempts = v.attempt, started = 0, owner = NULL, lease_until = NULL,"
+    " lease_boot = NULL, lease_mono = NULL"
+    " FROM unnest(%s::int8[], %s::text[], %s::int8[], %s::text[], %s::float8[], %s::bytea[],"
+    " %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[])"
+    " AS v(id, owner, attempt, state, eta, result, error_type, error_message, traceback,"
+    " finished_at, started_at)"
+    " WHERE j.id = v.id AND j.owner = v.owner AND j.state = 'running'"
+    " AND j.attempts + 1 - j.started = v.attempt"
+    " RETURNING j.id"
+)
+# sqlite.py's _FINISH_LATE: a completed attempt whose lease was taken back still counts.
+_FINISH_LATE = (
+    "UPDATE jobs SET state = 'done', result = %s, error_type = NULL, error_message = NULL,"
+    " traceback = NULL, finished_at = %s, started_at = COALESCE(%s, started_at), started = 0,"
+    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
+    " WHERE id = %s AND error_type = 'WorkerLost'"
+    " AND state IN ('queued', 'scheduled', 'running', 'failed')"
+)
+_RECORD_START = (
+    "UPDATE jobs SET attempts = attempts + 1 - started, started = 1,"
+    " started_at = CASE WHEN started = 1 THEN started_at ELSE %s END WHERE id = %s AND " + _OURS
+)
+_RENEW = (
+    f"UPDATE jobs SET lease_until = {_DB_NOW} + %s, lease_mono = %s"
+    " WHERE owner = %s AND state = 'running'"
+)
+_RELEASE = (
+    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " lease_mono = NULL, attempts = attempts - started, started = 0"
+    " WHERE owner = %s AND state = 'running'"
+)
+_RELEASE_ONE = _RELEASE + " AND id = %s AND attempts + 1 - started = %s"
+# Rows claimed by a transaction whose answer was lost with its connection:
+# the consumer never saw them, so they go back as if never claimed.
+_RELEASE_UNSEEN = _RELEASE + " AND NOT (id = ANY(%s))"
+_LOST = (
+    "SELECT id, name, owner, attempts + 1 - started, started,"
+    " attempts < GREATEST(max_attempts, 2) FROM jobs WHERE state = 'running' AND {cond}"
+    " ORDER BY id FOR UPDATE SKIP LOCKED"
+)
+# On the holder's monotonic clock when it runs on this kernel boot (a step of
+# the wall clock cannot expire it), on the database's clock otherwise.
+_EXPIRED = (
+    "owner <> ALL(%s) AND CASE WHEN lease_boot = %s THEN lease_mono < %s"
+    f" ELSE lease_until < {_DB_NOW} END"
+)
+_LOST_END = (
+    "owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL, started = 0,"
+    " error_type = 'WorkerLost', error_message = %s"
+)
+_REQUEUE_LOST = (
+    "UPDATE jobs SET state = 'queued', suspect = 1, " + _LOST_END + " WHERE id = %s AND " + _OURS
+)
+_FAIL_LOST = (
+    "UPDATE jobs SET state = 'failed', finished_at = %s, " + _LOST_END
+    + " WHERE id = %s AND " + _OURS
+)
+_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND " + _EXPIRED + " LIMIT 1"
+_REVOKE = (
+    "UPDATE jobs SET state = 'revoked', finished_at = %s, error_type = 'Revoked',"
+    " error_message = 'the call was revoked before it started'"
+    " WHERE id = %s AND state IN ('queued', 'scheduled')"
+)
+_READ = (
+    "SELECT id, name, queue, state, eta, attempts, max_attempts, result, error_type,"
+    " error_message, traceback, created_at, started_at, finished_at, expires"
+    " FROM jobs WHERE id = %s"
+)
+_STATE_OF = "SELECT state FROM jobs WHERE id = %s"
+_COUNTS = (
+    "SELECT queue, CASE WHEN state IN ('queued', 'scheduled') AND expires <= %s"
+    " THEN 'expired' ELSE state END AS status, COUNT(*) FROM jobs GROUP BY 1, 2"
+)
+_PURGE = (
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL"
+    " AND finished_at < %s AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT %s)"
+)
+_REGISTER_CONSUMER = (
+    "INSERT INTO consumers (id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers,"
+    " started_at, heartbeat_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
+    " boot_id = EXCLUDED.boot_id, pid_ns = EXCLUDED.pid_ns, pid = EXCLUDED.pid,"
+    " pid_start = EXCLUDED.pid_start, queues = EXCLUDED.queues, workers = EXCLUDED.workers,"
+    " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at"
+)
+_CONSUMER_HEARTBEAT = "UPDATE consumers SET heartbeat_at = %s WHERE id = %s"
+_UNREGISTER_CONSUMER = "DELETE FROM consumers WHERE id = %s"
+_CONSUMERS = (
+    "SELECT id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers, started_at,"
+    " heartbeat_at FROM consumers"
+)
+_PERIODIC_ADD = (
+    "INSERT INTO periodic (name, crontab, next_fire) VALUES (%s, %s, %s)"
+    " ON CONFLICT (name) DO NOTHING"
+)
+_PERIODIC_RESET = (
+    "UPDATE periodic SET crontab = %s, next_fire = %s WHERE name = %s AND crontab <> %s"
+)
+_PERIODIC_SLOT = "SELECT crontab, next_fire FROM periodic WHERE name = %s"
+_PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
+# The compare-and-set of sqlite.py: of the schedulers that saw the slot come
+# due, on any host, one moves it on; the others wait for its row lock, then
+# find the slot moved and change nothing.
+_PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = %s WHERE name = %s AND next_fire = %s"
+_FIND_IDS = "SELECT id, name, created_at FROM jobs WHERE id = ANY(%s)"
+
+# -- the schema --------------------------------------------------------------------------
+
+_VERSION_TABLE = "minique_schema"
+# Each step brings a PostgreSQL schema from version N-1 to N (the first one
+# is created at the current version from the models, see create_statements).
+_STEPS: dict[int, list[str]] = {}
+# A busy queue updates and deletes its rows all day: vacuum the jobs table
+# after 2 % of it changed rather than PostgreSQL's default 20 %, so that dead
+# rows do not pile up in the ready index that every claim walks (docs/postgres.md).
+_TABLE_SETTINGS = (
+    "ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02,"
+    " autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.05)"
+)
+
+
+def create_statements() -> list[str]:
+    """The DDL of the current schema for PostgreSQL, rendered by peewee from the models.
+
+    The models (models.py) are SQLite's; subclasses bound to a PostgreSQL
+    database that renders without connecting give the same columns with
+    PostgreSQL's types: 64-bit integers (ids are 63-bit) and double-precision
+    floats (epoch seconds), ``BYTEA`` for payloads and results.
+    """
+    import peewee as pw
+
+    from .models import INDEXES, MODELS
+
+    class Render(pw.PostgresqlDatabase):
+        def __init__(self) -> None:
+            super().__init__(None, field_types={"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"})
+            self.statements: list[str] = []
+
+        def execute_sql(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> None:
+            if params:
+                raise AssertionError(f"DDL with parameters: {sql} {params}")
+            self.statements.append(sql)
+
+    database = Render()
+    models = []
+    for model in MODELS:
+        meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+        models.append(type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
+    database.create_tables(models, safe=True)
+    return [*database.statements, *INDEXES, _TABLE_SETTINGS,
+            f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version integer NOT NULL)"]
+
+
+# -- locations, and secrets kept out of them ----------------------------------------------
+
+
+def public_location(url: str) -> str:
+    """``url`` without its password (in the user part or as a ``password=`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+                 if k.lower() != "password"]
+        query = urlencode(pairs, quote_via=quote, safe="/:,=")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class _Secrets:
+    """Removes a DSN's password from text meant for people (errors, logs)."""
+
+    def __init__(self, url: str) -> None:
+        words: set[str] = set()
+        try:
+            password = conninfo_to_dict(url).get("password")
+        except Exception:  # a malformed DSN: fall back on the URL's own parts
+            password = urlsplit(url).password
+        if password:
+            words.add(str(password))
+            words.add(quote(str(password), safe=""))
+        raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
+        if raw:
+            words.add(raw)
+        self._words = sorted(words, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for word in self._words:
+            text = text.replace(word, "***")
+        return text
+
+
+def _one_line(exc: BaseException) -> str:
+    """An engine error's message on one line (libpq's span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+class _Held:
+    """A thread's connection; it closes when its thread ends and this is collected."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        if self.pid == os.getpid():
+            with contextlib.suppress(Exception):  # closing at exit: nothing to tell
+                self.conn.close()
+
+
+def _disown(conn: psycopg.Connection[Any]) -> None:
+    """In a forked child: make ``conn`` harmless without touching the parent's session.
+
+    Closing it would send the server a Terminate message on the socket the
+    parent shares, ending the parent's session. The child's descriptor is
+    pointed at /dev/null first, so that whatever libpq sends at close goes
+    nowhere.
+    """
+    try:
+        fd = conn.pgconn.socket
+    except Exception:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except OSError:
+        return
+    with contextlib.suppress(Exception):  # only /dev/null hears it
+        conn.close()
+
+
+class Connector:
+    """Opens connections to one database with minique's session settings."""
+
+    def __init__(self, url: str, location: str, secrets: _Secrets) -> None:
+        self.url = url
+        self.location = location
+        self.secrets = secrets
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(
+                f"cannot use the PostgreSQL URL {location}: {secrets.scrub(_one_line(exc))}; "
+                "give one like postgresql://user:password@host:5432/dbname") from None
+        self._extra: dict[str, Any] = {}
+        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+            self._extra["connect_timeout"] = CONNECT_TIMEOUT
+        if "application_name" not in params and "PGAPPNAME" not in os.environ:
+            self._extra["application_name"] = "minique"
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection in autocommit with minique's timeouts; raises DatabaseError."""
+        try:
+            conn = psycopg.Connection.connect(self.url, autocommit=True, **self._extra)
+        except psycopg.Error as exc:
+            raise self.connect_error(exc) from None
+        try:
+            if conn.info.server_version < MIN_SERVER_VERSION:
+                raise ConfigurationError(
+                    f"the PostgreSQL server at {self.location} is version "
+                    f"{conn.info.server_version // 10000}; minique needs PostgreSQL 13 or newer")
+            # Ours only where the DSN, the role and the database set nothing.
+            conn.execute(
+                "SELECT set_config('statement_timeout', CASE WHEN"
+                " current_setting('statement_timeout') IN ('0', '0ms') THEN %s ELSE"
+                " current_setting('statement_timeout') END, false),"
+                " set_config('idle_in_transaction_session_timeout', CASE WHEN"
+                " current_setting('idle_in_transaction_session_timeout') IN ('0', '0ms')"
+                " THEN %s ELSE current_setting('idle_in_transaction_session_timeout') END,"
+                " false)",
+                (STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT), prepare=False)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise self.connect_error(exc) from None
+            raise
+        return conn
+
+    def connect_error(self, exc: psycopg.Error) -> Exception:
+        text = self.secrets.scrub(_one_line(exc))
+        lowered = text.lower()
+        where = f"the PostgreSQL database {self.location}"
+        if "password authentication failed" in lowered or "no password supplied" in lowered \
+                or "authentication failed" in lowered:
+            return ConfigurationError(
+                f"cannot log in to {where}: {text}; check the user and password in the URL "
+                "(or in ~/.pgpass / PGPASSWORD)")
+        if "does not exist" in lowered:
+            return ConfigurationError(
+                f"cannot open {where}: {text}; create it first (createdb) or fix the URL")
+        if isinstance(exc, psycopg.ProgrammingError) or "invalid" in lowered:
+            return ConfigurationError(f"cannot use {where}: {text}")
+        return DatabaseError(
+            f"cannot connect to {where}: {text}; check that the server runs and that this "
+            "host can reach it (host, port, firewall)")
+
+
+# -- the store -----------------------------------------------------------------------------
+
+_stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PostgresStore:
+    """Moves job rows through their states in a PostgreSQL database.
+
+    Safe to share between threads (one connection each) and between
+    processes and hosts (row locks, ``SKIP LOCKED``, compare-and-set).
+    Connects at construction, so that a bad URL fails at ``Minique(...)``.
+    """
+
+    def __init__(self, url: str, synchronous: str = "normal") -> None:
+        self.location = public_location(url)
+        if _MISSING is not None:
+            raise ConfigurationError(
+                f"Minique({self.location!r}) needs psycopg 3, which is not installed "
+                f"({_MISSING}); install minique's postgres extra: pip install 'minique[postgres]' "
+                "(from a clone: pip install -e '.[postgres]')")
+        if synchronous != "normal":
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is SQLite's setting and does not apply to a "
+                "PostgreSQL store: its durability follows the server's synchronous_commit "
+                "(on by default: a call is on disk when enqueue returns). Leave synchronous "
+                "at its default")
+        self._secrets = _Secrets(url)
+        self._connector = Connector(url, self.location, self._secrets)
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._boot = boot_id()
+        self._ticks = itertools.count(1)
+        self._init_lock = threading.Lock()
+        self._held_lock = threading.Lock()
+        # Per consumer: the ids of the jobs it was handed and has not written
+        # back. Only read after a claim's answer was lost with its connection,
+        # to put back what it claimed unseen (see _settle_unseen).
+        self._held: dict[str, set[int]] = {}
+        self._unsure: set[str] = set()
+        self.schema = ""
+        self.channel = ""
+        from .postgres_notifier import PostgresNotifier
+
+        self.notifier = PostgresNotifier(self)
+        _stores.add(self)
+        # Connect now, and create or check the tables: a bad URL, a server
+        # that cannot be reached or a newer schema fail here, in one line.
+        self._initialize(self._conn())
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.location}>"
+
+    # -- connections and errors ------------------------------------------------
+
+    def _forget_connections(self) -> None:
+        for held in list(self._open):
+            _disown(held.conn)
+            held.pid = -1  # its __del__ must not close anything now
+        self._open = weakref.WeakSet()
+        self._local = threading.local()
+        self._init_lock = threading.Lock()
+        self._held_lock = threading.Lock()
+        self._held = {}
+        self._unsure = set()
+        self.notifier.forget_after_fork()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection of this store's (for its listeners); raises DatabaseError."""
+        return self._connector.connect()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        """This thread's connection, replaced first if it is known or found broken.
+
+        A server that restarted, or ended the session, has written to the
+        socket of every idle connection it had: a poll without waiting finds
+        it before a statement is sent, so a call after a restart goes to a
+        fresh connection instead of failing.
+        """
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            conn = held.conn
+            if not conn.closed and not conn.broken and self._idle_and_sound(conn):
+                return conn
+            self._drop(held)
+        conn = self._connector.connect()
+        held = _Held(conn)
+        self._local.held = held
+        self._open.add(held)
+        return conn
+
+    @staticmethod
+    def _idle_and_sound(conn: psycopg.Connection[Any]) -> bool:
+        pgconn = conn.pgconn
+        try:
+            fd = pgconn.socket
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(0):
+                return True
+            pgconn.consume_input()  # a notice, or the server's goodbye
+            while pgconn.notifies() is not None:
+                pass
+        except (psycopg.Error, OSError, ValueError):
+            return False
+        return pgconn.status == psycopg.pq.ConnStatus.OK
+
+    def _drop(self, held: _Held) -> None:
+        self._local.held = None
+        self._open.discard(held)
+        with contextlib.suppress(Exception):  # it is broken already
+            held.conn.close()
+
+    def _broken(self) -> None:
+        """Forget this thread's connection (after a connection error): the next call reconnects."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            self._drop(held)
+
+    def _translate(self, exc: Exception) -> Exception:
+        if not isinstance(exc, psycopg.Error):
+            return exc
+        text = self._secrets.scrub(_one_line(exc))
+        where = f"the queue database {self.location}"
+        if isinstance(exc, pg_errors.UniqueViolation) and "jobs_pkey" in str(exc):
+            return DuplicateJobId("another process chose the same job id; try again")
+        if isinstance(exc, pg_errors.QueryCanceled):
+            return DatabaseError(
+                f"a statement on {where} was cancelled ({text}): it waited or ran past the "
+                "session's statement_timeout (minique's default is "
+                f"{STATEMENT_TIMEOUT}). Look for a long transaction holding locks on the "
+                "jobs table (pg_stat_activity), or raise statement_timeout for this role")
+        if isinstance(exc, pg_errors.InsufficientPrivilege):
+            return ConfigurationError(
+                f"the user of {where} may not do this ({text}); grant it the rights to "
+                "create and write minique's tables in its schema")
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
+                and not isinstance(exc, pg_errors.QueryCanceled):
+            self._broken()
+            return DatabaseError(
+                f"lost the connection to {where} ({text}): the server restarted, or the "
+                "network dropped. Nothing of this call is known to be stored; it can be made "
+                "again (consumers retry by themselves)")
+        return DatabaseError(f"PostgreSQL error on {where}: {text}")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+
+    def _read(self, sql: str, params: Sequence[object] | dict[str, object] = ()
+              ) -> list[tuple[Any, ...]]:
+        # A read is safe to send again: one lost with its connection is
+        # repeated once on a fresh connection.
+        for again in (True, False):
+            try:
+                conn = self._conn()
+                return conn.execute(sql, params).fetchall()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if isinstance(exc, pg_errors.QueryCanceled) or not again:
+                    raise self._translate(exc) from None
+                self._broken()
+            except psycopg.Error as exc:
+                raise self._translate(exc) from None
+            except DatabaseError:
+                if not again:
+                    raise
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _write(self, pipeline: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on this thread's connection (in a pipeline: one round trip)."""
+        conn = self._conn()
+        try:
+            if pipeline:
+                with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                with conn.transaction():
+                    yield conn
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+
+    # -- the schema ----------------------------------------------------------------
+
+    def _initialize(self, conn: psycopg.Connection[Any]) -> None:
+        with self._init_lock, self._translated():
+            schema, version, jobs = conn.execute(
+                f"SELECT current_schema(), to_regclass('{_VERSION_TABLE}') IS NOT NULL,"
+                " to_regclass('jobs') IS NOT NULL").fetchone() or (None, False, False)
+            if not schema:
+                raise ConfigurationError(
+                    f"the PostgreSQL database {self.location} has no schema to create "
+                    "minique's tables in: its search_path names none that exists. Create the "
+                    "schema, or fix search_path (options=-csearch_path=... in the URL)")
+            self.schema = str(schema)
+            self.channel = "minique" if self.schema == "public" else f"minique.{self.schema}"
+            if version and self._version(conn) == SCHEMA_VERSION:
+                return
+            if jobs and not version:
+                raise ConfigurationError(
+                    f"the schema {self.schema} of {self.location} holds a table named jobs "
+                    "that is not minique's (no minique_schema table beside it); it was left "
+                    "unchanged. Give minique a schema of its own (options=-csearch_path=... in "
+                    "the URL) or another database")
+            self._migrate(conn)
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        rows = conn.execute(f"SELECT max(version) FROM {_VERSION_TABLE}").fetchall()
+        found = rows[0][0] if rows else None
+        version = int(found) if found is not None else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the queue database {self.location} has schema version {version}, written by "
+                f"a newer minique; this one knows up to version {SCHEMA_VERSION}: upgrade "
+                "minique")
+        return version
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        # Processes that start together queue on the advisory lock; the first
+        # creates the tables, the others find them made.
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (f"minique schema {self.schema}",))
+            exists = conn.execute(f"SELECT to_regclass('{_VERSION_TABLE}') IS NOT NULL"
+                                  ).fetchone()
+            version = self._version(conn) if exists and exists[0] else 0
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
+                statements = create_statements()
+            else:
+                statements = [s for step in range(version + 1, SCHEMA_VERSION + 1)
+                              for s in _STEPS[step]]
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"DELETE FROM {_VERSION_TABLE}")
+            conn.execute(f"INSERT INTO {_VERSION_TABLE} (version) VALUES (%s)",
+                         (SCHEMA_VERSION,))
+        log.info("created minique's tables (schema version %d) in %s, schema %s",
+                 SCHEMA_VERSION, self.location, self.schema)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        self._broken()
+
+    def notify_now(self) -> None:
+        """Send the consumers' wake-up on its own (a transaction of its own)."""
+        try:
+            self._conn().execute(_NOTIFY, (self.channel,))
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+
+    # -- producers ---------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob], now: float) -> None:
+        """Store ``jobs`` in one transaction: ``queued``, or ``scheduled`` if their eta is later.
+
+        The consumers' wake-up (NOTIFY) commits with them. If the connection
+        is lost before the answer came, the store reconnects and finds out
+        whether the transaction committed, so that a call is neither lost nor
+        stored twice.
+        """
+        rows = [_job_row(job, now) for job in jobs]
+        try:
+            self._insert(rows)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if isinstance(exc, pg_errors.QueryCanceled):
+                raise self._translate(exc) from None
+            self._broken()
+            self._resolve_lost_enqueue(rows, exc)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+        self.notifier.sent()
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._conn()
+        if len(rows) == 1:
+            conn.execute(_ENQUEUE_ONE, (*rows[0], self.channel))
+            return
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row((*row[:8], 0, *row[8:]))
+            cur.execute(_NOTIFY, (self.channel,))
+
+    def _resolve_lost_enqueue(self, rows: list[tuple[Any, ...]], lost: Exception) -> None:
+        deadline = real_monotonic() + RESOLVE_WITHIN
+        pause = 0.05
+        while True:
+            try:
+                found = self._conn().execute(_FIND_IDS, ([r[0] for r in rows],)).fetchall()
+                break
+            except (DatabaseError, psycopg.Error):
+                self._broken()
+                if real_monotonic() + pause > deadline:
+                    raise DatabaseError(
+                        f"lost the connection to the queue database {self.location} while "
+                        f"storing {len(rows)} call(s) ({self._secrets.scrub(_one_line(lost))}), "
+                        f"and could not reconnect within {RESOLVE_WITHIN:g} s to learn whether "
+                        "they were stored; check the server, then look them up by id or "
+                        "enqueue them again") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        mine = {(r[0], r[1], r[9]) for r in rows}
+        present = {(int(i), str(n), float(c)) for i, n, c in found}
+        if mine <= present:
+            log.info("the connection was lost while %d call(s) were stored, and they were: "
+                     "the transaction had committed", len(rows))
+            return
+        if present & mine:  # one transaction: all or none of them
+            raise DatabaseError(f"only some of {len(rows)} calls are in {self.location} "
+                                "after a lost connection; look them up by id")
+        if present:  # another process's calls hold these ids
+            raise DuplicateJobId("another process chose the same job id; try again")
+        log.info("the connection was lost while storing %d call(s), which had not "
+                 "committed; storing them again", len(rows))
+        try:
+            self._insert(rows)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+
+    def record_finished(self, job: NewJob, outcome: Outcome) -> None:
+        """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
+        row = _job_row(job, job.created_at)
+        with self._write() as conn:
+            conn.execute(_ENQUEUE, (*row[:4], "running", *row[5:]))
+            conn.execute(_MARK_RAN_HERE, (outcome.owner, outcome.attempt, job.created_at,
+                                          job.id))
+            self._finish_in(conn, [outcome])
+
+    def revoke(self, job_id: int, now: float) -> bool:
+        """Mark a job that has not started ``revoked``; True if it will not run."""
+        with self._write() as conn:
+            if conn.execute(_REVOKE, (now, job_id)).rowcount:
+                return True
+            row = conn.execute(_STATE_OF, (job_id,)).fetchall()
+        return bool(row) and row[0][0] in ("revoked", "expired")
+
+    # -- readers -------------------------------------------------------------------
+
+    def read(self, job_id: int) -> JobRecord | None:
+        """The job's row, or None if there is none (never stored, or purged)."""
+        rows = self._read(_READ, (job_id,))
+        if not rows:
+            return None
+        record = JobRecord(*rows[0])
+        if record.state in ("queued", "scheduled") and record.expires is not None \
+                and record.expires <= time.time():
+            record.state = "expired"
+            record.error_type = "Expired"
+            record.error_message = "the call was not started before it expired"
+        return record
+
+    def counts_by_queue(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}`` with every state present, zeros included."""
+        result: dict[str, dict[str, int]] = {}
+        for queue, state, count in self._read(_COUNTS, (time.time(),)):
+            per_queue = result.setdefault(str(queue), dict.fromkeys(STATES, 0))
+            per_queue[str(state)] = int(count)
+        return result
+
+    def next_scheduled_eta(self) -> float | None:
+        """The earliest eta of a scheduled job, or None if none waits."""
+        (row,) = self._read(_NEXT_SCHEDULED)
+        return None if row[0] is None else float(row[0])
+
+    def changes(self) -> int:
+        """A new number at each call: PostgreSQL has no cheap commit counter to look at.
+
+        The consumer then claims at each poll (one cheap round trip when
+        nothing is ready); NOTIFY wakes it in between. Listeners whose
+        connection was lost are reopened here, on the dispatcher's own
+        schedule.
+        """
+        self.notifier.revive()
+        return next(self._ticks)
+
+    def maintenance(self) -> None:
+        """Nothing to do: PostgreSQL's autovacuum keeps the jobs table (docs/postgres.md)."""
+
+    # -- consumers ---------------------------------------------------------------
+
+    def claim(
+        self, owner: str, lease: float, now: float, limit: int,
+        queues: Sequence[str] | None = None, promote: bool = False, start_now: int | None = None,
+    ) -> list[ClaimedJob]:
+        """``exchange`` with no outcomes."""
+        return self.exchange((), owner, lease, now, limit, queues, promote, start_now)[1]
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """``exchange`` with nothing to claim."""
+        return self.exchange(outcomes, "", 0.0, 0.0, 0)[0]
+
+    def exchange(
+        self, outcomes: Sequence[Outcome], owner: str, lease: float, now: float,
+        limit: int, queues: Sequence[str] | None = None, promote: bool = False,
+        start_now: int | None = None,
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """Write these outcomes and claim up to ``limit`` jobs, in one transaction.
+
+        Sent in one round trip (psycopg's pipeline). A claim whose answer is
+        lost with the connection may have committed: the jobs it took are
+        put back at the consumer's next lease renewal (see ``renew``).
+        """
+        written_ids: set[int] = set()
+        rows: list[tuple[Any, ...]] = []
+        claiming = limit > 0
+        try:
+            if not claiming:
+                if not outcomes:
+                    return [], []
+                conn = self._conn()
+                written_ids = {r[0] for r in conn.execute(
+                    _FINISH, _finish_arrays(outcomes)).fetchall()}
+            else:
+                conn = self._conn()
+                params = self._claim_params(owner, lease, now, limit, queues, start_now)
+                sql = _CLAIM.format(queues=" AND queue = ANY(%(queues)s)" if queues else "")
+                with conn.pipeline(), conn.transaction():
+                    finish_cur = conn.execute(_FINISH, _finish_arrays(outcomes)) \
+                        if outcomes else None
+                    if promote:
+                        conn.execute(_PROMOTE_DUE, (now,))
+                    claim_cur = conn.execute(sql, params)
+                if finish_cur is not None:
+                    written_ids = {r[0] for r in finish_cur.fetchall()}
+                rows = claim_cur.fetchall()
+        except psycopg.Error as exc:
+            if claiming and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
+                    and not isinstance(exc, pg_errors.QueryCanceled):
+                with self._held_lock:
+                    self._unsure.add(owner)
+            raise self._translate(exc) from None
+        written = [o.id in written_ids for o in outcomes]
+        if not all(written):
+            written = self._finish_late(outcomes, written)
+        jobs = [_claimed(row) for row in rows]
+        jobs.sort(key=_hand_out_order)
+        self._track(outcomes, owner, jobs)
+        return written, jobs
+
+    def _claim_params(self, owner: str, lease: float, now: float, limit: int,
+                      queues: Sequence[str] | None, start_now: int | None) -> dict[str, object]:
+        start = limit if start_now is None else max(0, min(start_now, limit))
+        return {"limit": limit, "start_now": start, "owner": owner, "lease": lease,
+                "boot": self._boot, "mono": real_monotonic() + lease, "at": now,
+                "queues": list(queues) if queues else None}
+
+    def _finish_late(self, outcomes: Sequence[Outcome], written: list[bool]) -> list[bool]:
+        """The outcomes refused by the batch: a completed attempt still counts (sqlite.py)."""
+        late = [(i, o) for i, (o, ok) in enumerate(zip(outcomes, written, strict=True))
+                if not ok and o.state == "done"]
+        if not late:
+            return written
+        written = list(written)
+        with self._write() as conn:
+            for i, outcome in late:
+                if conn.execute(_FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
+                                               outcome.started_at, outcome.id)).rowcount == 1:
+                    written[i] = True
+                    log.warning("job %s finished after its lease was taken back; its result "
+                                "is kept and it will not run again", outcome.id)
+        return written
+
+    def _finish_in(self, conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]
+                   ) -> list[bool]:
+        done = {r[0] for r in conn.execute(_FINISH, _finish_arrays(outcomes)).fetchall()}
+        return [o.id in done for o in outcomes]
+
+    def _track(self, outcomes: Sequence[Outcome], owner: str, jobs: list[ClaimedJob]) -> None:
+        # The jobs each consumer holds, for _settle_unseen: a set update per
+        # batch, not per statement.
+        with self._held_lock:
+            for outcome in outcomes:
+                held = self._held.get(outcome.owner)
+                if held is not None:
+                    held.discard(outcome.id)
+            if jobs:
+                self._held.setdefault(owner, set()).update(job.id for job in jobs)
+
+    def record_start(self, owner: str, job_id: int, attempt: int, now: float,
+                     outcomes: Sequence[Outcome] = ()) -> tuple[list[bool], bool]:
+        """Count a claimed-ahead job's attempt before it runs, and ``finish`` ``outcomes``."""
+        with self._write() as conn:
+            written = self._finish_in(conn, outcomes) if outcomes else []
+            ours = conn.execute(_RECORD_START, (now, job_id, owner, attempt)).rowcount == 1
+        if not all(written):
+            written = self._finish_late(outcomes, written)
+        self._track(outcomes, owner, [])
+        if not ours:
+            with self._held_lock:
+                self._held.get(owner, set()).discard(job_id)
+        return written, ours
+
+    def renew(self, owner: str, lease: float, now: float,
+              started: Sequence[tuple[int, int, float]] = ()) -> int:
+        """Extend ``owner``'s leases (on both clocks); record the starts given.
+
+        After a claim whose answer was lost with its connection, this first
+        puts back the jobs ``owner`` holds in the database but was never
+        handed (they had not started; no attempt is used).
+        """
+        with self._held_lock:
+            unsure = owner in self._unsure
+            held = list(self._held.get(owner, ()))
+        with self._write() as conn:
+            if unsure:
+                unseen = conn.execute(_RELEASE_UNSEEN, (owner, held)).rowcount
+                if unseen:
+                    log.warning("put back %d task(s) claimed by a transaction whose answer was "
+                                "lost with its connection", unseen)
+            if started:
+                with conn.cursor() as cur:
+                    cur.executemany(_RECORD_START, [(at, job_id, owner, attempt)
+                                                    for job_id, attempt, at in started])
+            renewed = conn.execute(_RENEW, (lease, real_monotonic() + lease, owner)).rowcount
+        if unsure:
+            with self._held_lock:
+                self._unsure.discard(owner)
+        return renewed
+
+    def release(self, owner: str, jobs: Sequence[tuple[int, int]] | None = None) -> int:
+        """Put back jobs ``owner`` holds (all, or these ``(id, attempt)``), using no attempt."""
+        with self._write() as conn:
+            if jobs is None:
+                count = conn.execute(_RELEASE, (owner,)).rowcount
+            else:
+                count = sum(conn.execute(_RELEASE_ONE, (owner, job_id, attempt)).rowcount
+                            for job_id, attempt in jobs)
+        with self._held_lock:
+            if jobs is None:
+                self._held.pop(owner, None)
+            else:
+                self._held.get(owner, set()).difference_update(job_id for job_id, _ in jobs)
+        return count
+
+    def reap_expired(self, now: float, mine: Sequence[str] = ()) -> list[Reaped]:
+        """Take back running jobs whose lease ran out: requeued, or failed if out of attempts.
+
+        Never those of the owners in ``mine``. A lease held on this kernel
+        boot is read on the monotonic clock, any other on the database's
+        clock: a consumer never judges another host by its own wall clock.
+        """
+        # Without a boot id, no monotonic reading can be compared: the database's clock.
+        boot = self._boot or "\x00no boot id"
+        params = (list(mine), boot, real_monotonic())
+        if not self._read(_ANY_EXPIRED, params):
+            return []
+        return self._reap(_EXPIRED, params, now, "its lease expired")
+
+    def reap_owner(self, owner: str, now: float) -> list[Reaped]:
+        """Take back every running job of a consumer known to be dead."""
+        return self._reap("owner = %s", (owner,), now, "its consumer died")
+
+    def _reap(self, cond: str, params: tuple[object, ...], now: float,
+              why: str) -> list[Reaped]:
+        reaped = []
+        with self._write() as conn:
+            for job_id, name, owner, attempt, started, again in conn.execute(
+                    _LOST.format(cond=cond), params).fetchall():
+                ours = (job_id, owner, attempt)
+                if not started:
+                    message = f"attempt {attempt} was claimed but its start not recorded: {why}"
+                    conn.execute(_REQUEUE_LOST, (message, *ours))
+                elif again:
+                    conn.execute(_REQUEUE_LOST, (f"attempt {attempt} was lost: {why}", *ours))
+                else:
+                    conn.execute(_FAIL_LOST, (now, f"attempt {attempt} was lost ({why}) and no "
+                                                  "attempts remain", *ours))
+                reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
+                                     "queued" if again or not started else "failed",
+                                     bool(started)))
+        return reaped
+
+    def purge_finished(self, before: float, batch: int = 1000) -> int:
+        """Delete finished jobs older than ``before``, a batch per transaction; how many."""
+        total = 0
+        while True:
+            with self._write() as conn:
+                deleted = conn.execute(_PURGE, (before, batch)).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def register_consumer(self, info: ConsumerInfo) -> None:
+        """Record a consumer's identity so that others can tell when it is gone."""
+        with self._write() as conn:
+            conn.execute(_REGISTER_CONSUMER, (
+                info.id, info.hostname, info.boot_id, info.pid_ns, info.pid, info.pid_start,
+                info.queues, info.workers, info.started_at, info.heartbeat_at,
+            ))
+
+    def consumer_heartbeat(self, consumer_id: str, now: float) -> None:
+        """Note that a consumer is alive."""
+        with self._write() as conn:
+            conn.execute(_CONSUMER_HEARTBEAT, (now, consumer_id))
+
+    def unregister_consumer(self, consumer_id: str) -> None:
+        """Forget a consumer (it stopped, or it is known dead and its jobs were reaped)."""
+        with self._write() as conn:
+            conn.execute(_UNREGISTER_CONSUMER, (consumer_id,))
+        with self._held_lock:
+            self._held.pop(consumer_id, None)
+            self._unsure.discard(consumer_id)
+
+    def consumers(self) -> list[ConsumerInfo]:
+        """Every registered consumer."""
+        return [ConsumerInfo(*row) for row in self._read(_CONSUMERS)]
+
+    # -- periodic tasks --------------------------------------------------------------
+
+    def sync_periodic(self, name: str, crontab: str, first_fire: float) -> float:
+        """Make sure ``name`` has a slot for this crontab; its stored next fire time."""
+        with self._write() as conn:
+            conn.execute(_PERIODIC_ADD, (name, crontab, first_fire))
+            conn.execute(_PERIODIC_RESET, (crontab, first_fire, name, crontab))
+            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+        return float(row[0][1])
+
+    def fire_periodic(self, name: str, slot: float, next_fire: float,
+                      job: NewJob | None, now: float) -> float:
+        """Move ``name`` from ``slot`` to ``next_fire`` and enqueue ``job``, atomically.
+
+        Returns ``next_fire`` if this call won, else the slot another stored.
+        """
+        with self._write() as conn:
+            if conn.execute(_PERIODIC_ADVANCE, (next_fire, name, slot)).rowcount == 1:
+                if job is not None:
+                    conn.execute(_ENQUEUE, _job_row(job, now))
+                    conn.execute(_NOTIFY, (self.channel,))
+                return next_fire
+            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+        return float(row[0][1]) if row else next_fire
+
+    def periodic_slots(self) -> list[tuple[str, str, float]]:
+        """``(name, crontab, next_fire)`` of every stored periodic slot."""
+        return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]
+
+
+# -- rows -------------------------------------------------------------------------------
+
+
+def _bytes(value: str | bytes | None) -> bytes | None:
+    """Payloads and results live in BYTEA columns: text as UTF-8, bytes as they are."""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _job_row(job: NewJob, now: float) -> tuple[Any, ...]:
+    state = "scheduled" if job.eta > now else "queued"
+    return (job.id, job.name, job.queue, job.priority, state, _bytes(job.payload), job.eta,
+            job.expires, job.max_attempts, job.created_at)
+
+
+def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
+    return (
+        [o.id for o in outcomes], [o.owner for o in outcomes], [o.attempt for o in outcomes],
+        [o.state for o in outcomes], [o.eta for o in outcomes],
+        [_bytes(o.result) for o in outcomes], [o.error_type for o in outcomes],
+        [o.error_message for o in outcomes], [o.traceback for o in outcomes],
+        [o.finished_at if o.state in ("done", "failed", "expired") else None
+         for o in outcomes],
+        [o.started_at for o in outcomes],
+    )
+
+
+def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
+    job = ClaimedJob(*row[:9])
+    job.counted, job.suspect = bool(row[9]), bool(row[10])
+    return job
+
+
+def _hand_out_order(job: ClaimedJob) -> tuple[bool, int, float, int]:
+    return (not job.counted, -job.priority, job.eta, job.id)
