@@ -170,7 +170,7 @@ class PickleSerializer:
             raise _pickle_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
-        if not is_pickle(data):  # JSON, from before the switch to pickle
+        if isinstance(data, str) or not is_pickle(data):  # JSON, from before pickle
             return JSONSerializer().loads(data)
         return pickle.loads(data)
 

@@ -1,5 +1,5 @@
 """Consumers: worker threads, the dispatcher, the scheduler thread, signal handling."""
 
-from .core import Consumer
+from .lifecycle import Consumer
 
 __all__ = ["Consumer"]

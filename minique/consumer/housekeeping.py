@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import MiniqueError
@@ -18,7 +19,7 @@ from .failures import FailureLog
 from .identity import certainly_dead, renew_interval
 
 if TYPE_CHECKING:
-    from .core import Consumer
+    from .lifecycle import Consumer
 
 log = logging.getLogger("minique")
 
@@ -52,38 +53,45 @@ class Housekeeper:
             self._thread.join(5.0)
 
     def _loop(self) -> None:
-        next_renew = next_check = next_purge = next_checkpoint = time.monotonic()
+        # Each chore keeps its own schedule, and one that fails waits a
+        # growing while (no longer than a renewal) before its next try: a
+        # chore that keeps failing (a checkpoint, a purge) must not keep the
+        # lease renewal from running, nor flood the log.
+        chores: list[tuple[Callable[[], None], float]] = [
+            (self.renew, self.renew_every),
+            (self._check_others, DEAD_CHECK_EVERY),
+            (self.mq.store.maintenance, CHECKPOINT_EVERY),
+            (self.purge, PURGE_EVERY),
+        ]
+        due = [time.monotonic()] * len(chores)
         failures = FailureLog("housekeeping")
         backoff = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_checkpoint:
-                    self.mq.store.maintenance()
-                    next_checkpoint = now + CHECKPOINT_EVERY
-                if now >= next_renew:
-                    self.renew()
-                    next_renew = now + self.renew_every
-                if now >= next_check:
-                    self.recover_dead_consumers()
-                    self.reap_expired()
-                    next_check = now + DEAD_CHECK_EVERY
-                if now >= next_purge:
-                    self.purge()
-                    next_purge = now + PURGE_EVERY
-            except MiniqueError as exc:
-                # The chore that failed is due again at once: wait a growing
-                # while first, no longer than a renewal, so that leases are
-                # renewed soon after the database recovers.
-                failures.failed(exc)
+            failed = False
+            for i, (chore, every) in enumerate(chores):
+                now = time.monotonic()
+                if now < due[i]:
+                    continue
+                try:
+                    chore()
+                    due[i] = now + every
+                except Exception as exc:
+                    if not isinstance(exc, MiniqueError):
+                        log.exception("housekeeping failed unexpectedly")
+                    failed = True
+                    failures.failed(exc)
+                    due[i] = now + min(max(2 * backoff, MIN_BACKOFF), MAX_BACKOFF,
+                                       self.renew_every)
+            if failed:
                 backoff = min(max(2 * backoff, MIN_BACKOFF), MAX_BACKOFF, self.renew_every)
-                self._stop.wait(backoff)
-                continue
-            if backoff:
+            elif backoff:
                 failures.succeeded()
                 backoff = 0.0
-            wait = min(next_renew, next_check, next_purge, next_checkpoint) - time.monotonic()
-            self._stop.wait(max(wait, 0.01))
+            self._stop.wait(max(min(due) - time.monotonic(), 0.01))
+
+    def _check_others(self) -> None:
+        self.recover_dead_consumers()
+        self.reap_expired()
 
     def renew(self) -> None:
         """Extend the leases of this consumer's jobs, and note that it is alive."""

@@ -20,7 +20,7 @@ from .failures import FailureLog
 
 if TYPE_CHECKING:
     from ..task import Task
-    from .core import Consumer
+    from .lifecycle import Consumer
 
 log = logging.getLogger("minique")
 

@@ -28,6 +28,11 @@ import sys
 import threading
 import time
 from types import CodeType, FunctionType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lifecycle import Consumer
+    from .periodic import PeriodicScheduler
 
 log = logging.getLogger("minique")
 
@@ -104,3 +109,20 @@ def log_task_line(level: int, message: str) -> None:
     if proto.threadName is not None:  # a task may have renamed its thread
         record.threadName = threading.current_thread().name
     log.handle(record)
+
+
+def log_banner(consumer: Consumer, scheduler: PeriodicScheduler | None) -> None:
+    """The lines a consumer logs as it starts: where, what it serves, its tasks."""
+    mq = consumer.mq
+    queues = ", ".join(consumer.queues) if consumer.queues else "all"
+    log.info("minique consumer %s started on %s", consumer.id[:8], mq.store.location)
+    kind = "threads" if consumer.worker_type == "thread" else "processes"
+    log.info("  queues: %s; workers: %d %s; periodic: %s; lease: %g s", queues,
+             consumer.workers, kind, "on" if consumer.periodic else "off", mq.lease)
+    names = sorted(mq.tasks)
+    log.info("  %d tasks: %s", len(names), ", ".join(names) or "(none registered)")
+    if scheduler is not None:
+        for name, task in sorted(scheduler.tasks.items()):
+            assert task.periodic is not None
+            log.info("  periodic: %s on %s, next at %s", name, task.periodic.expr,
+                     mq.local_time(scheduler.slots[name]))

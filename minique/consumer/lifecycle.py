@@ -1,0 +1,317 @@
+"""The consumer: starting and stopping its threads, and the signals that stop it.
+
+A consumer is a dispatcher thread that claims and records (dispatcher.py),
+worker threads that run tasks (workers.py; with one worker the dispatcher
+runs them itself, inline.py), a housekeeping thread for leases, dead
+consumers and old results (housekeeping.py), and a periodic scheduler
+(periodic.py). They share what the consumer holds through a ``Ledger``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import uuid4
+
+from .. import options as check
+from ..errors import ConsumerFailed, MiniqueError, OptionError
+from ..store import ConsumerInfo, Listener
+from .dispatcher import Dispatcher
+from .housekeeping import Housekeeper
+from .identity import describe_self
+from .inline import InlineRunner
+from .ledger import Ledger
+from .periodic import PeriodicScheduler
+from .tasklog import log_banner, log_task_line
+from .workers import Workers
+
+if TYPE_CHECKING:
+    from ..app import Minique
+
+log = logging.getLogger("minique")
+
+WorkerType = Literal["thread", "process"]
+
+
+class Consumer:
+    """Runs the tasks of one ``Minique`` in worker threads.
+
+    ``start()``/``stop()`` run it in the background (callable from any thread;
+    no signal handlers); ``run()`` blocks and handles SIGTERM/SIGINT when
+    called from the main thread; ``with consumer:`` starts and stops it.
+    """
+
+    def __init__(
+        self, mq: Minique, workers: int = 4, queues: Sequence[str] | None = None,
+        periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.25,
+        worker_type: WorkerType = "thread",
+    ) -> None:
+        # Checked here, in the caller: a bad value would otherwise stop a
+        # thread of the running consumer (a NaN grace, a string queue name).
+        self.workers = check.integer(
+            workers, "workers", "a consumer needs at least one worker: give an int >= 1",
+            low=1)
+        if worker_type not in ("thread", "process"):
+            raise OptionError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
+        self.worker_type = worker_type
+        self.mq = mq
+        self.id = uuid4().hex
+        self.queues = check.queue_names(queues)
+        self.periodic = check.flag(periodic, "periodic")
+        self.grace = None if grace is None else check.real(
+            grace, "grace", "give the seconds running tasks may take to finish at stop, a "
+            f"finite number >= 0 (at most {threading.TIMEOUT_MAX:.0f}), or None to wait for "
+            "them however long they take", high=threading.TIMEOUT_MAX)
+        self.poll_interval = check.real(
+            poll_interval, "poll_interval", "give the seconds between looks at the database "
+            "when no wake-up comes, a finite number > 0 and at most 3600", low_open=True,
+            high=3600.0)
+        self.identity: ConsumerInfo | None = None
+        inline = self.workers == 1 and worker_type == "thread"
+        self._ledger = Ledger(mq, self.workers, inline)
+        self._workers = Workers(mq, self._ledger, self.id, worker_type == "process")
+        self._inline = InlineRunner(mq, self._ledger, self._workers) if inline else None
+        self._dispatcher: Dispatcher | None = None
+        self._listener: Listener | None = None
+        self._housekeeper: Housekeeper | None = None
+        self._scheduler: PeriodicScheduler | None = None
+        self._started = False
+        self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
+
+    def __enter__(self) -> Consumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(self.grace)
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker, dispatcher and scheduler threads and return.
+
+        Raises ``ConfigurationError``/``DatabaseError`` if the database cannot
+        be opened or written, or what an ``on_consumer_start`` hook raised;
+        then nothing of the consumer is left running or registered.
+        """
+        if self._started:
+            raise RuntimeError("this consumer was already started; make a new one")
+        self._started = True
+        try:
+            self._prepare()
+        except BaseException:
+            self._undo_start()
+            raise
+        # The banner comes before the first task line: no thread runs yet.
+        log_banner(self, self._scheduler)
+        for _ in range(self.workers):
+            self._workers.start_one()
+        assert self._dispatcher is not None and self._housekeeper is not None
+        self._dispatcher.start()
+        if self._inline is not None:
+            self._inline.start()
+        self._housekeeper.start()
+        if self._scheduler is not None:
+            self._scheduler.start()
+
+    def _prepare(self) -> None:
+        """Everything of start() that may fail, before any thread runs."""
+        now = time.time()
+        queues = ",".join(self.queues) if self.queues else "*"
+        self.identity = describe_self(self.id, queues, self.workers, now)
+        self.mq.store.register_consumer(self.identity)
+        self._housekeeper = Housekeeper(self)
+        self._housekeeper.recover_dead_consumers()
+        for hook in self.mq.start_hooks:
+            hook(self)
+        self._ledger.open_pipe()
+        self._listener = self.mq.store.notifier.listen(self.id)
+        self.mq.add_waker(self._ledger.wake)
+        self._dispatcher = Dispatcher(
+            self.mq, self._ledger, self._workers, self.id, self.queues, self.poll_interval,
+            self._listener, self._inline, self._stop_requested.set)
+        if self.periodic and self.mq.periodic_tasks:
+            self._scheduler = PeriodicScheduler(self)
+            self._scheduler.sync()  # the slots, for the banner
+
+    def _undo_start(self) -> None:
+        self.mq.remove_waker(self._ledger.wake)
+        if self._listener is not None:
+            self._listener.close()
+        with self._ledger.cond:
+            self._ledger.dispatched = self._ledger.shut = True
+            self._ledger.close_pipe_when_done()
+        try:
+            self.mq.store.unregister_consumer(self.id)
+        except MiniqueError as exc:
+            log.warning("could not unregister consumer %s: %s", self.id[:8], exc)
+        self._stopped.set()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop claiming, let running tasks finish for up to ``timeout`` seconds, put back the rest.
+
+        Returns once the consumer has stopped. Tasks still running after the
+        timeout are returned to the queue (without using an attempt); their
+        threads are abandoned and whatever they finish is ignored.
+        """
+        if not self._started or self._stopped.is_set():
+            return
+        ledger = self._ledger
+        if self._scheduler is not None:
+            self._scheduler.stop()  # enqueue nothing more while we drain
+        with ledger.cond:
+            ledger.stopping = True
+            ledger.notify()
+        if timeout is None:
+            log.info("stopping: no new tasks; waiting for running ones")
+        else:
+            log.info("stopping: no new tasks; waiting up to %g s for running ones", timeout)
+        assert self._dispatcher is not None
+        with ledger.cond:
+            # Until the dispatcher is done, the grace is over, or a second
+            # signal says not to wait.
+            ledger.cond.wait_for(lambda: ledger.dispatched or ledger.abandon, timeout)
+            if not ledger.dispatched:
+                ledger.abandon = True
+                # A dispatcher inside a task of its own cannot come back now:
+                # put back for it, and have it drop what it finishes.
+                ledger.taken_over = ledger.in_task
+                ledger.notify()
+        if not ledger.taken_over:
+            self._dispatcher.thread.join()
+        if self._inline is not None:
+            self._inline.stop()
+        try:
+            self._put_back_the_rest()
+        finally:
+            self._shutdown()
+
+    def _put_back_the_rest(self) -> None:
+        # Kill process workers first: a released attempt must not go on
+        # running in a child while another consumer starts it again.
+        self._workers.close_processes()
+        # Outcomes that came in after the dispatcher's last write are of tasks
+        # that finished: write them, so that the release below cannot requeue
+        # a finished task.
+        with self._ledger.cond:
+            late, self._ledger.ran = self._ledger.ran, []
+        if late:
+            try:
+                self.mq.store.finish([r.outcome for r in late])
+            except MiniqueError as exc:
+                log.error("could not record %d finished task(s) at shutdown (%s); they will "
+                          "run again when their lease runs out", len(late), exc)
+                return  # releasing now would requeue them at once
+            for r in late:
+                log_task_line(r.level, r.message)
+        # Whatever still runs after the grace period goes back to the queue now;
+        # a stale outcome of it can no longer be written (the owner guard).
+        try:
+            released = self.mq.store.release(self.id)
+        except MiniqueError as exc:
+            log.error("could not put back the running tasks (%s); they will run again when "
+                      "their lease runs out", exc)
+            return
+        if released:
+            log.warning("put back %d task(s) still running after the grace period", released)
+
+    def _shutdown(self) -> None:
+        self.mq.remove_waker(self._ledger.wake)
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
+        self._workers.send_stop()
+        if self._listener is not None:
+            self._listener.close()
+        with self._ledger.cond:
+            self._ledger.shut = True
+            self._ledger.close_pipe_when_done()
+        try:
+            self.mq.store.unregister_consumer(self.id)
+        except MiniqueError as exc:
+            log.warning("could not unregister consumer %s: %s", self.id[:8], exc)
+        self._stopped.set()
+        for hook in self.mq.stop_hooks:
+            hook(self)
+        log.info("minique consumer %s stopped", self.id[:8])
+
+    # -- running in the foreground -------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT (when on the main thread) or ``request_stop()``.
+
+        A second SIGINT skips the rest of the grace period. Raises
+        ``ConsumerFailed`` after stopping if the dispatcher gave up.
+        """
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self.start()
+            while not self._stop_requested.wait(1.0):
+                pass
+            self.stop(self.grace)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        failed = self._ledger.failed
+        if failed is not None:
+            raise ConsumerFailed(
+                f"the consumer stopped: its dispatcher kept failing "
+                f"({type(failed).__name__}: {failed}); see the log, and restart it"
+            ) from failed
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to stop, from any thread."""
+        self._stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            log.warning("second signal: putting back running tasks now")
+            with self._ledger.cond:
+                self._ledger.abandon = True
+                self._ledger.notify()
+            return
+        self._stop_requested.set()
+
+    # -- state, for callers and the housekeeper ------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and the end of ``stop()``."""
+        return self._started and not self._stopped.is_set()
+
+    @property
+    def failed(self) -> bool:
+        """True once the dispatcher has given up (see ``ConsumerFailed``)."""
+        return self._ledger.failed is not None
+
+    def wake(self) -> None:
+        """Tell the dispatcher that new work may be ready (cheap; any thread)."""
+        self._ledger.wake()
+
+    def holds_jobs(self) -> bool:
+        """True while some claimed job has not been written back by a live dispatcher.
+
+        Leases are renewed only then: were the dispatcher gone, its jobs must
+        be let go to another consumer when their leases run out.
+        """
+        dispatcher = self._dispatcher
+        return self._ledger.inflight > 0 and dispatcher is not None and dispatcher.alive()
+
+    def unrecorded_starts(self) -> list[tuple[int, int, float]]:
+        """``(id, attempt, started_at)`` of running jobs claimed ahead whose start is not stored."""
+        return list(self._ledger.unrecorded.values())
+
+    def starts_recorded(self, starts: list[tuple[int, int, float]]) -> None:
+        """Forget these starts: the store has them now."""
+        for job_id, attempt, _ in starts:
+            self._ledger.unrecorded.pop((job_id, attempt), None)

@@ -1,0 +1,196 @@
+"""Worker threads: each takes claimed jobs from the ledger's queue and runs them.
+
+With process workers (``-k process``) each thread owns one child process
+that runs the attempts (processes.py). A thread worker cannot be stopped
+from outside: past a task's timeout the dispatcher records the timeout, this
+module starts a replacement thread, and the stuck one's late outcome is
+dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..attempt import Ran, WorkerClosed, execute, internal_error, timed_out
+from ..errors import MiniqueError
+from ..store import ClaimedJob
+from .ledger import Ledger, Watch
+
+if TYPE_CHECKING:
+    from ..app import Minique
+    from .processes import ProcessRunner
+
+log = logging.getLogger("minique")
+
+
+class Workers:
+    """The worker threads of one consumer (and their child processes with ``-k process``)."""
+
+    def __init__(self, mq: Minique, ledger: Ledger, owner: str, processes: bool) -> None:
+        self.mq = mq
+        self.ledger = ledger
+        self.owner = owner
+        self.processes = processes
+        self.threads: list[threading.Thread] = []
+        self.runners: list[ProcessRunner] = []
+
+    def start_one(self) -> None:
+        thread = threading.Thread(target=self._work, daemon=True,
+                                  name=f"minique-worker-{len(self.threads) + 1}")
+        self.threads.append(thread)
+        thread.start()
+
+    def send_stop(self) -> None:
+        """Ask every thread to leave once it is idle."""
+        for _ in self.threads:
+            self.ledger.jobs.put(None)
+
+    def close_processes(self) -> None:
+        """Kill the worker processes and wait (briefly) for their threads to hand back.
+
+        A thread whose child was killed mid-attempt leaves without an outcome
+        (the job is put back); one that got its outcome just before hands it in.
+        """
+        for runner in list(self.runners):
+            runner.close()
+        if self.runners:
+            self.send_stop()
+            deadline = time.monotonic() + 5.0
+            for thread in self.threads:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+
+    def _work(self) -> None:
+        ledger = self.ledger
+        runner = None
+        if self.processes:
+            # Imported here: subprocess and multiprocessing cost every consumer
+            # start-up time, and most consumers run threads.
+            from .processes import ProcessRunner
+
+            runner = ProcessRunner(self.mq)
+            with ledger.cond:
+                self.runners.append(runner)
+        try:
+            while True:
+                job = ledger.jobs.get()
+                if job is None:
+                    return
+                with ledger.cond:
+                    ledger.waiting -= 1
+                if not self.begin(job):
+                    with ledger.cond:
+                        ledger.handed -= 1
+                        ledger.notify()
+                    continue
+                ran = self._run(job, runner)
+                if ran is None:
+                    return  # this thread was replaced at the attempt's timeout
+                with ledger.cond:
+                    ledger.ended(job, ran)
+                    ledger.handed -= 1
+                    ledger.notify()
+        except WorkerClosed:
+            # stop() closed the worker processes after the grace period: the
+            # attempt is put back (see Consumer.stop), not failed.
+            return
+        finally:
+            if runner is not None:
+                runner.close()
+
+    def _run(self, job: ClaimedJob, runner: ProcessRunner | None) -> Ran | None:
+        task = self.mq.tasks.get(job.name)
+        timeout = None if task is None else task.options.timeout
+        if runner is not None or timeout is None or task is None:
+            return self.attempt(job, runner, timeout)
+        ledger = self.ledger
+        with ledger.cond:
+            ledger.watched[job.id, job.attempt] = Watch(
+                job, task.options, timeout, time.monotonic() + timeout)
+            ledger.notify()
+        ran = self.attempt(job, None, timeout)
+        with ledger.cond:
+            if ledger.watched.pop((job.id, job.attempt), None) is None:
+                # The dispatcher gave up on this attempt at its timeout,
+                # recorded it, and started a worker in this one's place.
+                log.warning("%s[%s] ended %.1f s after its timeout; its outcome is ignored",
+                            job.name, job.id, ran.duration - timeout)
+                return None
+        return ran
+
+    def begin(self, job: ClaimedJob) -> bool:
+        """Get ready to start a claimed job; False if it must not run here after all.
+
+        A job claimed ahead counts its attempt once its start is recorded,
+        normally later and in a batch. A suspect one (taken from a consumer
+        that died: it may be what killed it) is recorded now, before it runs,
+        so that a call that kills every consumer runs out of attempts; the
+        outcomes held here are written in the same transaction, so that the
+        calls that ran before it are not lost with this consumer.
+        """
+        ledger = self.ledger
+        if not job.suspect:
+            if not job.counted:
+                ledger.started(job, time.time())
+            return True
+        failures = 0
+        while True:
+            with ledger.cond:
+                ran, ledger.ran = ledger.ran, []
+            try:
+                written, ours = self.mq.store.record_start(
+                    self.owner, job.id, job.attempt, time.time(), [r.outcome for r in ran])
+            except MiniqueError as exc:
+                failures += 1
+                log.error("cannot record the start of %s[%s] (attempt %d): %s", job.name,
+                          job.id, failures, exc)
+                with ledger.cond:
+                    ledger.ran[:0] = ran
+                    if ledger.stopping or ledger.abandon:
+                        break  # stop() puts it back
+                time.sleep(min(0.05 * 2 ** failures, 2.0))
+                continue
+            ledger.settle(ran, written, [], 0)
+            if ours:
+                return True
+            log.warning("%s[%s] was taken back from this consumer before it started",
+                        job.name, job.id)
+            break
+        with ledger.cond:
+            ledger.inflight -= 1
+        return False
+
+    def attempt(self, job: ClaimedJob, runner: ProcessRunner | None,
+                timeout: float | None) -> Ran:
+        """Run one attempt here (or in ``runner``'s child); never raises but ``WorkerClosed``."""
+        # execute() handles the task's own errors; this is for minique's: a
+        # worker that died would leave its job "running" with a renewed lease.
+        try:
+            if runner is not None:
+                return runner.run(job, self.owner, timeout)
+            return execute(self.mq, job, self.owner)
+        except WorkerClosed:
+            raise
+        except BaseException as exc:
+            log.exception("%s[%s]: the worker failed around the task", job.name, job.id)
+            return internal_error(job, self.owner, exc)
+
+    def take_timed_out(self) -> list[Ran]:
+        """The outcomes of watched attempts past their timeout (cond held)."""
+        # A thread cannot be killed: record the timeout now, keep the worker
+        # count by starting a replacement, and let the stuck thread's eventual
+        # outcome be dropped (see _run).
+        ledger = self.ledger
+        now = time.monotonic()
+        expired = [w for w in ledger.watched.values() if w.deadline <= now]
+        for watch in expired:
+            del ledger.watched[watch.job.id, watch.job.attempt]
+            ledger.unrecorded.pop((watch.job.id, watch.job.attempt), None)
+            ledger.handed -= 1
+            log.error("%s[%s] passed its timeout of %g s; a new worker thread takes its place "
+                      "(the old one cannot be stopped)", watch.job.name, watch.job.id,
+                      watch.timeout)
+            self.start_one()
+        return [timed_out(w.job, self.owner, w.options, w.timeout) for w in expired]
