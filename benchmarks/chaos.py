@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from minique import Minique
 
@@ -40,6 +41,16 @@ from .chaos_analysis import Kill, Verdict, judge, table
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMER_GRACE = 10.0  # seconds a consumer stopped at the end may finish its tasks
 BURST_EVERY = 5.0  # seconds between a producer's bursts, on average
+
+
+def shown(database: str) -> str:
+    """The database as printed and written down: a URL's password masked."""
+    if "://" not in database:
+        return database
+    url = urlsplit(database)
+    if url.password is None:
+        return database
+    return url._replace(netloc=f"{url.username}:***@{url.netloc.rpartition('@')[2]}").geturl()
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,9 @@ class Report:
                 f"database {self.database}, queue {self.queue}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "seed": self.seed, "database": self.database,
+        config = asdict(self.config)
+        config["database"] = self.database if self.config.database else None
+        return {"config": config, "seed": self.seed, "database": self.database,
                 "queue": self.queue, "started_at": self.started_at, "drained": self.drained,
                 "ok": self.ok, "failures": self.verdict.failures, "figures": self.figures,
                 "kills": [asdict(k) for k in self.kills], "processes": self.lifetimes,
@@ -311,13 +324,14 @@ def run_soak(config: ChaosConfig, folder: Path | None = None) -> Report:
     started_at = dt.datetime.now().astimezone()
     soak = Soak(config, folder)
     mq = Minique(soak.database)  # creates the tables before the processes race to
-    soak.say(f"seed {soak.seed}; database {soak.database}; records and logs in {folder}")
+    soak.say(f"seed {soak.seed}; database {shown(soak.database)}; records and logs in "
+             f"{folder}")
     drained = soak.run(mq)
     counts = mq.counts(queue=soak.queue)
     stuck = counts["queued"] + counts["scheduled"] + counts["running"]
     soak.say("reading the records")
     verdict = judge(mq, soak.events, soak.logs, soak.kills, soak.exited, stuck)
-    return Report(config, soak.seed, soak.database, soak.queue, folder,
+    return Report(config, soak.seed, shown(soak.database), soak.queue, folder,
                   f"{started_at:%Y-%m-%d %H:%M %Z}", soak.kills, verdict, drained,
                   [m.lifetime() for m in soak.members])
 

@@ -218,6 +218,9 @@ class Judge:
                 continue
             if row.attempts > len(runs):
                 figures["calls charged an attempt they never ran"] += 1
+                self.verdict.example("calls charged an attempt they never ran", call, runs,
+                                     state=row.state, attempts=row.attempts,
+                                     **self._kills_of(runs))
             if row.state in UNFINISHED:
                 figures["calls stuck after the drain"] += 1
                 self.verdict.example("calls stuck after the drain", call, runs, state=row.state,
