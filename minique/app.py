@@ -121,7 +121,6 @@ class Minique:
             raise ConfigurationError(
                 "cannot change the database of a queue while a consumer of it runs in this "
                 "process; stop the consumer first")
-        location = path if is_url(path) else check.database_path(path)
         immediate = check.flag(immediate, "immediate")
         if isinstance(synchronous, str):
             synchronous = synchronous.strip().lower()  # type: ignore[assignment]
@@ -146,9 +145,9 @@ class Minique:
             chosen = get_serializer(serializer)
         except ValueError as exc:
             raise OptionError(str(exc)) from None
-        store = open_store(location, synchronous=synchronous, busy_timeout=busy_timeout)
+        store = open_store(path, synchronous=synchronous, busy_timeout=busy_timeout)
         #: The SQLite file, or None for a server store (see ``store.location``).
-        self.path = None if is_url(location) else Path(location)
+        self.path = None if is_url(path) else Path(path)
         self.immediate = immediate
         self.serializer = chosen
         self.result_ttl = result_ttl

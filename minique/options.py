@@ -16,7 +16,6 @@ import datetime as dt
 import math
 import numbers
 import operator
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,34 +116,6 @@ def epoch(value: object, name: str) -> float:
         return value.timestamp()
     except (OverflowError, ValueError, OSError) as exc:
         raise OptionError(f"{name}={value!r} cannot be turned into a time ({exc})") from None
-
-
-def database_path(path: object) -> str:
-    """The queue's database path as text; refuses what cannot be a file shared by processes."""
-    if not isinstance(path, str | os.PathLike):
-        raise OptionError(f"the database path {path!r} is a {type(path).__name__}: give a "
-                          "str or a pathlib.Path, e.g. Minique('app.db')")
-    text = os.fspath(path)
-    if not isinstance(text, str):
-        raise OptionError(f"the database path {path!r} is bytes: give a str or a pathlib.Path")
-    if not text.strip():
-        raise OptionError("the database path is empty: give the path of the queue's SQLite "
-                          "file, e.g. Minique('app.db')")
-    memory = text == ":memory:" or (text.startswith("file:") and (
-        "mode=memory" in text or text[5:].split("?")[0] in ("", ":memory:")))
-    if memory:
-        raise OptionError(
-            f"Minique({text!r}): an in-memory SQLite database lives in one connection, and "
-            "minique's producers, consumers and their threads each open the file anew; give "
-            "a file path. In tests, use a file in a temporary folder with immediate=True, "
-            "e.g. Minique(tmp_path / 'queue.db', immediate=True) with pytest's tmp_path")
-    if text.startswith("file:"):
-        raise OptionError(f"Minique({text!r}): give a plain file path, not a SQLite URI; the "
-                          "path is opened as a file name")
-    if os.path.isdir(text):
-        raise OptionError(f"the database path {text} is a folder: give the path of a file in "
-                          f"it, e.g. {os.path.join(text, 'minique.db')}")
-    return text
 
 
 def queue_names(value: object) -> tuple[str, ...] | None:

@@ -28,7 +28,7 @@ from conftest import Proc, wait_for
 from minique import Minique
 from minique.consumer import Consumer
 from minique.errors import ConfigurationError, DatabaseError
-from minique.wakeup import WAKE_BURST, WAKE_EVERY, Listener, Nudger
+from minique.store.wakeup import WAKE_BURST, WAKE_EVERY, Listener, Nudger
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/locks and file modes as Linux has them")

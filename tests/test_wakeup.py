@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_for
 
 from minique import Minique
-from minique.wakeup import Listener, Nudger
+from minique.store.wakeup import Listener, Nudger
 
 
 def test_nudge_wakes_a_listener_and_is_consumed(db_path: Path) -> None:

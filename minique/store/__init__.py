@@ -20,7 +20,7 @@ from .records import (
     Reaped,
     State,
 )
-from .sqlite import SqliteStore, Synchronous
+from .sqlite import SqliteStore, Synchronous, database_path
 
 __all__ = [
     "FINISHED", "STATES", "ClaimedJob", "ConsumerInfo", "JobRecord", "Listener", "NewJob",
@@ -31,7 +31,7 @@ __all__ = [
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def is_url(location: str | os.PathLike[str]) -> bool:
+def is_url(location: object) -> bool:
     """True if ``location`` names a database server rather than a SQLite file."""
     return isinstance(location, str) and location.startswith(_URL_SCHEMES)
 
@@ -49,4 +49,5 @@ def open_store(location: str | os.PathLike[str], *, synchronous: Synchronous = "
 
         assert isinstance(location, str)
         return PostgresStore(location, synchronous=synchronous)
-    return SqliteStore(location, synchronous=synchronous, busy_timeout=busy_timeout)
+    return SqliteStore(database_path(location), synchronous=synchronous,
+                       busy_timeout=busy_timeout)

@@ -8,9 +8,11 @@ store, so a notification lost (a listener reconnecting after a restart) delays
 a task by one poll, never loses it.
 
 The descriptor handed to the consumer stays the same number for the life of
-the listener: a new connection's socket is duplicated onto it, and while no
-connection can be had it points at a pipe that never becomes readable (the
-store's ``changes()``, which the consumer calls at every poll, tries again).
+the listener: a new connection's socket is duplicated onto it. While no
+connection can be had it points at a pipe instead, which a timer makes
+readable when the next try is due (backing off up to RETRY_MAX): the consumer
+wakes, looks at the store (it may have missed notifications) and its
+``drain()`` tries to reconnect, however long its own poll interval.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MiniqueError
-from ..wakeup import WAKE_BURST, WAKE_EVERY
+from .wakeup import WAKE_BURST, WAKE_EVERY
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,7 +52,10 @@ class PostgresListener:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._idle_r, self._idle_w = os.pipe()
+        os.set_blocking(self._idle_r, False)
+        os.set_blocking(self._idle_w, False)
         self._fd = os.dup(self._idle_r)
+        self._timer: threading.Timer | None = None
         self._closed = False
         self._pause = RETRY_FIRST
         self._retry_at = 0.0
@@ -79,7 +84,13 @@ class PostgresListener:
 
         with self._lock:
             conn = self._conn
-            if conn is None or self._closed:
+            if self._closed:
+                return
+            if conn is None:  # woken by the timer: time to try again
+                with contextlib.suppress(OSError):
+                    while os.read(self._idle_r, 64):
+                        pass
+                self._reopen()
                 return
             try:
                 pgconn = conn.pgconn
@@ -111,31 +122,49 @@ class PostgresListener:
                 conn.close()
 
     def _reopen(self) -> None:
+        conn = None
         try:
             conn = self._store.connect()
-        except MiniqueError as exc:
-            self._retry_at = time.monotonic() + self._pause
-            self._pause = min(self._pause * 2, RETRY_MAX)
-            log.debug("cannot listen on %s yet: %s", self._store.location, exc)
-            return
-        try:
             conn.execute(f"LISTEN {_quote_ident(self._store.channel)}")
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                conn.close()
-            self._retry_at = time.monotonic() + self._pause
-            self._pause = min(self._pause * 2, RETRY_MAX)
-            log.debug("cannot listen on %s yet: %s", self._store.location, exc)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._try_later(exc)
             return
+        self._cancel_timer()
+        with contextlib.suppress(OSError):  # a poke that came meanwhile
+            while os.read(self._idle_r, 64):
+                pass
         os.dup2(conn.pgconn.socket, self._fd)
         self._conn = conn
         self._pause = RETRY_FIRST
+
+    def _try_later(self, why: Exception) -> None:
+        log.debug("cannot listen on %s yet: %s", self._store.location, why)
+        self._retry_at = time.monotonic() + self._pause
+        self._cancel_timer()
+        self._timer = threading.Timer(self._pause, self._poke)
+        self._timer.daemon = True
+        self._timer.name = "minique-listener-retry"
+        self._timer.start()
+        self._pause = min(self._pause * 2, RETRY_MAX)
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full, or closed: a wake-up is due anyway
+            os.write(self._idle_w, b"!")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._cancel_timer()
             self._lost()
             for fd in (self._fd, self._idle_r, self._idle_w):
                 with contextlib.suppress(OSError):

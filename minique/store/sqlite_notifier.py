@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..wakeup import Listener as SocketListener
-from ..wakeup import Nudger
+from .wakeup import Listener as SocketListener
+from .wakeup import Nudger
 
 
 class _Listening:

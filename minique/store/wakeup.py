@@ -1,4 +1,4 @@
-"""Nudges from producers to sleeping consumers: datagrams to Unix sockets beside the database.
+"""Wake-ups for a SQLite store: datagrams to Unix sockets beside the database file.
 
 Each consumer binds one socket in ``<database>-wake/``. After its commit, a
 producer sends one byte to every socket there; nobody listening costs a
