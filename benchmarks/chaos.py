@@ -301,7 +301,9 @@ class Soak:
         drained = False
         try:
             while time.monotonic() < deadline:
-                if self._unfinished(mq) == 0:
+                # Once it runs: as it starts, it takes back the calls of the killed.
+                started = any(c.pid == drainer.popen.pid for c in mq.consumers())
+                if started and self._unfinished(mq) == 0:
                     drained = True
                     break
                 if drainer.exited():
