@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .app import Minique, sum_counts
-from .errors import MiniqueError
+from .errors import ConsumerFailed, MiniqueError
 from .records import ConsumerStatus
 from .store import STATES
 
@@ -140,6 +140,13 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run no scheduler for periodic tasks")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long running tasks may finish (default 30)")
+    parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
+                        help="after N tasks, stop taking work and exit 0 for a supervisor to "
+                             "start a fresh consumer (with -k process: replace the worker "
+                             "process after N tasks)")
+    parser.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                        help="past this resident memory, stop taking work and exit 0 (with "
+                             "-k process: replace the worker process)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
 
@@ -210,11 +217,17 @@ def run_consumer(mq: Minique, args: argparse.Namespace, *,
     try:
         consumer = mq.consumer(workers=args.workers, queues=split_queues(args.queues),
                                periodic=not args.no_periodic, grace=args.grace,
-                               worker_type=args.worker_type)
+                               worker_type=args.worker_type,
+                               max_tasks=getattr(args, "max_tasks", None),
+                               max_memory=getattr(args, "max_memory", None))
     except ValueError as exc:  # an option the consumer refuses
         raise ConsumeError(str(exc)) from exc
     try:
         consumer.run()
+    except ConsumerFailed as exc:  # it ran, and then could not go on: restart it
+        error = ConsumeError(str(exc))
+        error.exit_status = 1
+        raise error from exc
     except MiniqueError as exc:  # the database cannot be opened or written
         raise ConsumeError(str(exc)) from exc
 

@@ -43,7 +43,7 @@ class Dispatcher:
     def __init__(self, mq: Minique, ledger: Ledger, workers: Workers, owner: str,
                  queues: tuple[str, ...] | None, poll_interval: float,
                  listener: Listener | None, inline: InlineRunner | None,
-                 gave_up: Callable[[], None]) -> None:
+                 gave_up: Callable[[], None], recycle: Callable[[], None]) -> None:
         self.mq = mq
         self.ledger = ledger
         self.workers = workers
@@ -53,6 +53,7 @@ class Dispatcher:
         self.listener = listener
         self.inline = inline
         self._gave_up = gave_up
+        self._recycle = recycle
         self._errors = 0  # unexpected errors since the last write
         self.thread = threading.Thread(target=self._run, name="minique-dispatcher", daemon=True)
 
@@ -118,7 +119,7 @@ class Dispatcher:
                 leave = ledger.abandon or (ledger.stopping and ledger.inflight == len(ran))
                 # The outcomes written in this transaction free their slots in it.
                 limit = 0 if ledger.stopping or ledger.abandon \
-                    else ledger.capacity() + len(ran)
+                    else ledger.capacity(len(ran))
                 start_now = ledger.free_workers(len(ran))
                 hint = ledger.hint
                 if limit > 0:
@@ -157,6 +158,9 @@ class Dispatcher:
             ledger.settle(ran, written, claimed, limit)
             if leave:
                 return
+            if ledger.budget == 0 and ledger.inflight == 0 and not ledger.stopping:
+                log.info("ran its --max-tasks: stopping, to be replaced by a fresh one")
+                self._recycle()
 
     def _changes(self) -> int:
         try:

@@ -27,6 +27,7 @@ DEAD_CHECK_EVERY = 1.0
 # Commits poke the store's own checkpointer thread; this catches the rest.
 CHECKPOINT_EVERY = 1.0
 PURGE_EVERY = 60.0
+MEMORY_CHECK_EVERY = 1.0
 # While the database fails, wait this long before trying again, doubling up to MAX_BACKOFF.
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
@@ -62,6 +63,7 @@ class Housekeeper:
             (self._check_others, DEAD_CHECK_EVERY),
             (self.mq.store.maintenance, CHECKPOINT_EVERY),
             (self.purge, PURGE_EVERY),
+            (self.consumer.check_memory, MEMORY_CHECK_EVERY),
         ]
         due = [time.monotonic()] * len(chores)
         failures = FailureLog("housekeeping")

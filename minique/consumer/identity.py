@@ -110,3 +110,13 @@ def status_of(info: ConsumerInfo, state: ConsumerState) -> ConsumerStatus:
         last_seen=dt.datetime.fromtimestamp(info.heartbeat_at, dt.UTC),
         state=state,
     )
+
+
+def resident_bytes(pid: int | None = None) -> int | None:
+    """The resident memory of a process (this one by default), or None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")

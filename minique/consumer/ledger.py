@@ -76,6 +76,9 @@ class Ledger:
         self.task_seq = 0  # tasks the inline dispatcher has started
         self.taken_over = False  # stop() gave up waiting for the inline dispatcher's task
         self.failed: BaseException | None = None  # the dispatcher could not go on
+        # Recycling (thread workers): claim no more than this many jobs in all,
+        # then stop (Consumer's max_tasks); None for no limit.
+        self.budget: int | None = None
         self.avg_duration: float | None = None
         self.next_eta: float | None = None
         self.sleeping = False  # the dispatcher is in poll(): poke it through the pipe
@@ -115,12 +118,13 @@ class Ledger:
 
     # -- counts ---------------------------------------------------------------------------
 
-    def capacity(self) -> int:
-        """How many more jobs to claim now (cond held)."""
+    def capacity(self, finished: int = 0) -> int:
+        """How many more jobs to claim now, once ``finished`` outcomes are written (cond held)."""
         buffer = 0
         if self.avg_duration is not None and self.avg_duration < SHORT_TASK:
             buffer = max(MIN_BUFFER, BUFFER_PER_WORKER * self.workers)
-        return self.workers + buffer - self.inflight
+        room = self.workers + buffer - self.inflight + finished
+        return room if self.budget is None else min(room, self.budget)
 
     def free_workers(self, finished: int) -> int:
         """How many of the jobs claimed now will start at once (cond held).
@@ -159,6 +163,8 @@ class Ledger:
                 self.avg_duration = r.duration if self.avg_duration is None \
                     else 0.8 * self.avg_duration + 0.2 * r.duration
             self.inflight += len(claimed) - len(ran)
+            if self.budget is not None:
+                self.budget -= len(claimed)
             if self.inline:
                 self.pending.extend(claimed)  # the dispatcher runs them, in order
             else:

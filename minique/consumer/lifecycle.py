@@ -23,7 +23,7 @@ from ..errors import ConsumerFailed, MiniqueError, OptionError
 from ..store import ConsumerInfo, Listener
 from .dispatcher import Dispatcher
 from .housekeeping import Housekeeper
-from .identity import describe_self
+from .identity import describe_self, resident_bytes
 from .inline import InlineRunner
 from .ledger import Ledger
 from .periodic import PeriodicScheduler
@@ -49,7 +49,8 @@ class Consumer:
     def __init__(
         self, mq: Minique, workers: int = 4, queues: Sequence[str] | None = None,
         periodic: bool = True, grace: float = 30.0, poll_interval: float = 0.25,
-        worker_type: WorkerType = "thread",
+        worker_type: WorkerType = "thread", max_tasks: int | None = None,
+        max_memory: float | None = None,
     ) -> None:
         # Checked here, in the caller: a bad value would otherwise stop a
         # thread of the running consumer (a NaN grace, a string queue name).
@@ -71,10 +72,23 @@ class Consumer:
             poll_interval, "poll_interval", "give the seconds between looks at the database "
             "when no wake-up comes, a finite number > 0 and at most 3600", low_open=True,
             high=3600.0)
+        # Recycling: thread workers stop the consumer (run() returns, for its
+        # supervisor to start a fresh one); process workers replace their child.
+        self.max_tasks = None if max_tasks is None else check.integer(
+            max_tasks, "max_tasks", "give the number of tasks after which the consumer is "
+            "replaced, an int >= 1, or None", low=1)
+        self.max_memory = None if max_memory is None else check.real(
+            max_memory, "max_memory", "give the resident memory in MB past which the "
+            "consumer is replaced, a number > 0, or None", low_open=True)
         self.identity: ConsumerInfo | None = None
         inline = self.workers == 1 and worker_type == "thread"
+        processes = worker_type == "process"
         self._ledger = Ledger(mq, self.workers, inline)
-        self._workers = Workers(mq, self._ledger, self.id, worker_type == "process")
+        if not processes:
+            self._ledger.budget = self.max_tasks
+        self._workers = Workers(
+            mq, self._ledger, self.id, processes, self.max_tasks if processes else None,
+            None if self.max_memory is None or not processes else self.max_memory * 2**20)
         self._inline = InlineRunner(mq, self._ledger, self._workers) if inline else None
         self._dispatcher: Dispatcher | None = None
         self._listener: Listener | None = None
@@ -135,7 +149,7 @@ class Consumer:
         self.mq.add_waker(self._ledger.wake)
         self._dispatcher = Dispatcher(
             self.mq, self._ledger, self._workers, self.id, self.queues, self.poll_interval,
-            self._listener, self._inline, self._stop_requested.set)
+            self._listener, self._inline, self._stop_requested.set, self._stop_requested.set)
         if self.periodic and self.mq.periodic_tasks:
             self._scheduler = PeriodicScheduler(self)
             self._scheduler.sync()  # the slots, for the banner
@@ -297,6 +311,17 @@ class Consumer:
     def wake(self) -> None:
         """Tell the dispatcher that new work may be ready (cheap; any thread)."""
         self._ledger.wake()
+
+    def check_memory(self) -> None:
+        """Past ``max_memory`` (thread workers), stop taking work so that a fresh consumer runs."""
+        if self.max_memory is None or self.worker_type == "process" \
+                or self._stop_requested.is_set():
+            return
+        rss = resident_bytes()
+        if rss is not None and rss > self.max_memory * 2**20:
+            log.info("resident memory %.0f MB passed --max-memory %g MB: stopping, to be "
+                     "replaced by a fresh one", rss / 2**20, self.max_memory)
+            self._stop_requested.set()
 
     def holds_jobs(self) -> bool:
         """True while some claimed job has not been written back by a live dispatcher.

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..attempt import Ran, WorkerClosed, after_error, execute, timed_out
 from ..store import ClaimedJob
+from .identity import resident_bytes
 
 if TYPE_CHECKING:
     from ..app import Minique
@@ -81,8 +82,15 @@ def child_main() -> None:
 class ProcessRunner:
     """One child process that runs attempts for one worker thread."""
 
-    def __init__(self, mq: Minique) -> None:
+    def __init__(self, mq: Minique, max_tasks: int | None = None,
+                 max_memory: float | None = None) -> None:
         self.mq = mq
+        # Recycling: a fresh child after this many attempts, or once the
+        # child's resident memory passes this many bytes (checked between
+        # attempts, so no attempt is cut short).
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self._ran_here = 0
         self._modules = sorted({task.fn.__module__ for task in mq.tasks.values()
                                 if task.fn.__module__ != "__main__"})
         self._process: subprocess.Popen[bytes] | None = None
@@ -130,8 +138,11 @@ class ProcessRunner:
             return execute(self.mq, job, owner)  # fails it as unknown, without a child
         if self._closed:
             raise WorkerClosed("the consumer is stopping")
+        if self._process is not None and self._worn_out():
+            self._kill()
         if self._process is None or self._process.poll() is not None:
             self._kill()
+            self._ran_here = 0
             try:
                 self._start()
             except WorkerCrashed as exc:
@@ -142,6 +153,7 @@ class ProcessRunner:
             self._requests.send((job, owner))
             if self._replies.poll(timeout):
                 ran: Ran = self._replies.recv()
+                self._ran_here += 1
                 return ran
         except (EOFError, OSError):
             if self._closed:
@@ -155,6 +167,20 @@ class ProcessRunner:
         self._kill()
         assert timeout is not None
         return timed_out(job, owner, task.options, timeout)
+
+    def _worn_out(self) -> bool:
+        assert self._process is not None
+        if self.max_tasks is not None and self._ran_here >= self.max_tasks:
+            log.info("worker process %d ran %d tasks: replacing it", self._process.pid,
+                     self._ran_here)
+            return True
+        if self.max_memory is not None:
+            rss = resident_bytes(self._process.pid)
+            if rss is not None and rss > self.max_memory:
+                log.info("worker process %d uses %.0f MB: replacing it", self._process.pid,
+                         rss / 2**20)
+                return True
+        return False
 
     def _exit_code(self) -> str:
         if self._process is None:

@@ -29,8 +29,11 @@ log = logging.getLogger("minique")
 class Workers:
     """The worker threads of one consumer (and their child processes with ``-k process``)."""
 
-    def __init__(self, mq: Minique, ledger: Ledger, owner: str, processes: bool) -> None:
+    def __init__(self, mq: Minique, ledger: Ledger, owner: str, processes: bool,
+                 max_tasks: int | None = None, max_memory: float | None = None) -> None:
         self.mq = mq
+        self.max_tasks = max_tasks  # per child process (the consumer recycles itself otherwise)
+        self.max_memory = max_memory
         self.ledger = ledger
         self.owner = owner
         self.processes = processes
@@ -70,7 +73,7 @@ class Workers:
             # start-up time, and most consumers run threads.
             from .processes import ProcessRunner
 
-            runner = ProcessRunner(self.mq)
+            runner = ProcessRunner(self.mq, self.max_tasks, self.max_memory)
             with ledger.cond:
                 self.runners.append(runner)
         try:
