@@ -454,3 +454,40 @@ def test_a_forward_step_of_the_wall_clock_does_not_run_a_task_twice(
     assert result.get(timeout=10) == "ok"
     assert len(started) == 1
     assert consumer.running
+
+
+def test_a_dispatcher_that_keeps_failing_stops_the_consumer_which_run_reports(
+        mq: Minique, work: Callable[..., object], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a store whose change counter fails every time (a bug, say), so the
+    # dispatcher cannot get through a single loop
+    import threading
+
+    from minique.consumer import dispatcher
+    from minique.errors import ConsumerFailed
+
+    monkeypatch.setattr(dispatcher, "GIVES_UP_AFTER", 3)
+
+    def broken() -> int:
+        raise RuntimeError("a bug in the poll")
+
+    mq.store.changes = broken  # type: ignore[method-assign]
+    consumer = mq.consumer(workers=2, poll_interval=0.01)
+
+    # When the consumer runs
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(30)
+
+    # Then it stopped by itself instead of staying alive and idle, and run() says why
+    assert not runner.is_alive()
+    assert [type(e) for e in raised] == [ConsumerFailed]
+    assert "a bug in the poll" in str(raised[0])
+    assert consumer.failed and not consumer.running
