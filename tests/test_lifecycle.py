@@ -85,3 +85,23 @@ def test_the_banner_comes_before_the_first_task_line(
     first_task = next(i for i, m in enumerate(messages) if " done in " in m)
     banner = next(i for i, m in enumerate(messages) if " tasks: " in m)
     assert banner < first_task
+
+
+def test_process_workers_that_cannot_find_the_queue_are_refused_at_start(
+        db_path: object) -> None:
+    # Given a queue built inside a function, which a worker process cannot import
+    from minique.errors import ConfigurationError
+
+    mq = Minique(db_path)  # type: ignore[arg-type]
+
+    @mq.task
+    def work() -> None: ...
+
+    consumer = mq.consumer(workers=1, worker_type="process")
+
+    # When a consumer with process workers starts
+    # Then it refuses at once, saying why and what to do, and leaves nothing behind
+    with pytest.raises(ConfigurationError, match="-k process cannot work here.*module level"):
+        consumer.start()
+    assert mq.consumers(live_only=False) == []
+    assert not consumer.running

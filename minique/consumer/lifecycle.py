@@ -144,6 +144,7 @@ class Consumer:
         self._housekeeper.recover_dead_consumers()
         for hook in self.mq.start_hooks:
             hook(self)
+        self._workers.check_processes()
         self._ledger.open_pipe()
         self._listener = self.mq.store.notifier.listen(self.id)
         self.mq.add_waker(self._ledger.wake)
@@ -155,6 +156,7 @@ class Consumer:
             self._scheduler.sync()  # the slots, for the banner
 
     def _undo_start(self) -> None:
+        self._workers.close_processes()
         self.mq.remove_waker(self._ledger.wake)
         if self._listener is not None:
             self._listener.close()

@@ -122,6 +122,10 @@ class ProcessRunner:
             self._kill()
             raise WorkerCrashed(f"a worker process could not start: {detail}")
 
+    def start(self) -> None:
+        """Start the child now; ``WorkerCrashed`` with the child's reason if it cannot start."""
+        self._start()
+
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..attempt import Ran, WorkerClosed, execute, internal_error, timed_out
-from ..errors import MiniqueError
+from ..errors import ConfigurationError, MiniqueError
 from ..store import ClaimedJob
 from .ledger import Ledger, Watch
 
@@ -39,6 +39,30 @@ class Workers:
         self.processes = processes
         self.threads: list[threading.Thread] = []
         self.runners: list[ProcessRunner] = []
+        self._spare: list[ProcessRunner] = []  # started before the threads, by check_processes
+
+    def check_processes(self) -> None:
+        """With process workers, start one now: raise ``ConfigurationError`` if it cannot work.
+
+        A child that cannot find the queue (an app built by a factory, tasks
+        defined in ``__main__``) would otherwise fail every task with
+        ``WorkerCrashed``; better to refuse at start, with its reason. The
+        child started here becomes the first worker's.
+        """
+        if not self.processes:
+            return
+        from .processes import ProcessRunner, WorkerCrashed
+
+        runner = ProcessRunner(self.mq, self.max_tasks, self.max_memory)
+        try:
+            runner.start()
+        except WorkerCrashed as exc:
+            raise ConfigurationError(
+                f"-k process cannot work here: {exc}. Worker processes import the modules "
+                "that define the tasks and look for the same queue there; define the "
+                "Minique and its tasks at module level in an importable module (not in "
+                "__main__ nor inside a factory function), or use thread workers") from None
+        self._spare.append(runner)
 
     def start_one(self) -> None:
         thread = threading.Thread(target=self._work, daemon=True,
@@ -57,8 +81,9 @@ class Workers:
         A thread whose child was killed mid-attempt leaves without an outcome
         (the job is put back); one that got its outcome just before hands it in.
         """
-        for runner in list(self.runners):
+        for runner in [*self.runners, *self._spare]:
             runner.close()
+        self._spare.clear()
         if self.runners:
             self.send_stop()
             deadline = time.monotonic() + 5.0
@@ -73,8 +98,9 @@ class Workers:
             # start-up time, and most consumers run threads.
             from .processes import ProcessRunner
 
-            runner = ProcessRunner(self.mq, self.max_tasks, self.max_memory)
             with ledger.cond:
+                runner = self._spare.pop() if self._spare \
+                    else ProcessRunner(self.mq, self.max_tasks, self.max_memory)
                 self.runners.append(runner)
         try:
             while True:
