@@ -158,16 +158,9 @@ class Consumer:
     def _undo_start(self) -> None:
         self._workers.close_processes()
         self.mq.remove_waker(self._ledger.wake)
-        if self._listener is not None:
-            self._listener.close()
         with self._ledger.cond:
-            self._ledger.dispatched = self._ledger.shut = True
-            self._ledger.close_pipe_when_done()
-        try:
-            self.mq.store.unregister_consumer(self.id)
-        except MiniqueError as exc:
-            log.warning("could not unregister consumer %s: %s", self.id[:8], exc)
-        self._stopped.set()
+            self._ledger.dispatched = True  # none was started
+        self._let_go()
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -244,6 +237,13 @@ class Consumer:
         if self._housekeeper is not None:
             self._housekeeper.stop()
         self._workers.send_stop()
+        self._let_go()
+        for hook in self.mq.stop_hooks:
+            hook(self)
+        log.info("minique consumer %s stopped", self.id[:8])
+
+    def _let_go(self) -> None:
+        """Stop listening, close the pipe (once the dispatcher is gone too), unregister."""
         if self._listener is not None:
             self._listener.close()
         with self._ledger.cond:
@@ -254,9 +254,6 @@ class Consumer:
         except MiniqueError as exc:
             log.warning("could not unregister consumer %s: %s", self.id[:8], exc)
         self._stopped.set()
-        for hook in self.mq.stop_hooks:
-            hook(self)
-        log.info("minique consumer %s stopped", self.id[:8])
 
     # -- running in the foreground -------------------------------------------------------
 
