@@ -11,11 +11,13 @@ from .errors import (
     TaskError,
     TaskTimeout,
 )
+from .job import Job, JobAttempt
 from .result import Result
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigurationError", "DatabaseError", "Minique", "Result", "ResultTimeout", "Retry",
+    "ConfigurationError", "DatabaseError", "Job", "JobAttempt", "Minique", "Result",
+    "ResultTimeout", "Retry",
     "SerializationError", "TaskError", "TaskTimeout", "crontab",
 ]

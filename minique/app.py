@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
+import logging
 import os
 import time
 import weakref
@@ -14,13 +16,31 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from . import options as check
 from .attempt import execute
+from .clock import real_monotonic
 from .crontab import Crontab, resolve_zone
-from .errors import ConfigurationError, DuplicateJobId, OptionError, SerializationError
+from .errors import (
+    ConfigurationError,
+    DuplicateJobId,
+    MiniqueError,
+    OptionError,
+    SerializationError,
+)
 from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
+from .job import Job, job_from
 from .result import Result
 from .serializers import explain, get_serializer
-from .store import STATES, ClaimedJob, NewJob, Synchronous, is_url, open_store
+from .store import (
+    STATES,
+    ClaimedJob,
+    NewJob,
+    Outcome,
+    State,
+    Synchronous,
+    is_url,
+    open_store,
+)
+from .store.selection import Selection
 from .task import Expires, Task, TaskOptions, argument_name, required_parameters
 
 if TYPE_CHECKING:
@@ -35,6 +55,14 @@ _TASK_OPTIONS = frozenset({
     "retry_jitter", "retry_on", "timeout", "expires",
 })
 
+
+# Producers delete results past result_ttl (see Minique._sweep): a batch at
+# most this often, and sooner while batches come back full.
+SWEEP_EVERY = 60.0
+SWEEP_AGAIN = 1.0
+SWEEP_BATCH = 1000
+
+log = logging.getLogger("minique")
 
 _queues: weakref.WeakSet[Minique] = weakref.WeakSet()
 
@@ -90,6 +118,7 @@ class Minique:
         self.start_hooks: list[Callable[[Consumer], None]] = []
         self.stop_hooks: list[Callable[[Consumer], None]] = []
         self._local_wakers: list[Callable[[], None]] = []
+        self._next_sweep = 0.0  # real_monotonic() of the next sweep of old results
         _queues.add(self)
 
     def configure(
@@ -343,6 +372,8 @@ class Minique:
             self._run_immediately(task, job, args, kwargs)
         else:
             self._store_new([job], now)
+        if real_monotonic() >= self._next_sweep:
+            self._sweep()
         return Result(self, str(job.id), job.name)
 
     def enqueue_many(
@@ -363,7 +394,30 @@ class Minique:
                 self._run_immediately(task, job, args, kwargs)
         elif jobs:
             self._store_new(jobs, now)
+        if real_monotonic() >= self._next_sweep:
+            self._sweep()
         return [Result(self, str(job.id), job.name) for job in jobs]
+
+    def _sweep(self) -> None:
+        """Delete a batch of calls that finished longer than ``result_ttl`` ago.
+
+        Producers do it (consumers do it too): results past their TTL go
+        even while no consumer runs. At most a batch a minute per process,
+        a few milliseconds; a batch a second while a full batch is found.
+        """
+        self._next_sweep = real_monotonic() + SWEEP_EVERY
+        if self.result_ttl is None:
+            return
+        try:
+            deleted = self.store.purge_finished(time.time() - self.result_ttl,
+                                                batch=SWEEP_BATCH, batches=1)
+        except MiniqueError as exc:
+            # The call was stored: a failed sweep must not make it look failed.
+            log.warning("could not delete results older than result_ttl (%s); trying again "
+                        "in %g s", exc, SWEEP_EVERY)
+            return
+        if deleted == SWEEP_BATCH:
+            self._next_sweep = real_monotonic() + SWEEP_AGAIN
 
     def _store_new(self, jobs: list[NewJob], now: float) -> None:
         for _ in range(5):
@@ -408,13 +462,18 @@ class Minique:
         # decoding the stored arguments, hooks, classifying the outcome) and
         # stores the same row, so Result behaves the same in tests. Retries
         # happen at once: waiting out a backoff in the caller helps no test.
+        earlier: list[Outcome] = []
         for number in range(1, job.max_attempts + 1):
             claimed = ClaimedJob(job.id, job.name, job.queue, job.priority, job.payload, number,
                                  job.max_attempts, job.expires, job.eta)
+            started_at = time.time()
             outcome = execute(self, claimed, "immediate").outcome
+            if outcome.started_at is None:  # for its history
+                outcome.started_at = started_at
             if outcome.state not in ("queued", "scheduled"):
                 break
-        self.store.record_finished(job, outcome)
+            earlier.append(outcome)
+        self.store.record_finished(job, outcome, earlier)
 
     def fire_periodic(
         self, task: Task[[], Any], slot: float, next_fire: float, now: float, *,
@@ -510,12 +569,135 @@ class Minique:
 
         now = time.time()
         me = describe_self("", "", 0, now)
+        running = self.store.running()
         found = []
         for info in sorted(self.store.consumers(), key=lambda c: (c.started_at, c.id)):
             state = state_of(info, me, now, self.lease)
             if state == "live" or not live_only:
-                found.append(status_of(info, state))
+                ids = tuple(str(job_id) for job_id in running.get(info.id, ()))
+                found.append(dataclasses.replace(status_of(info, state), running=ids))
         return found
+
+    # -- operating the queue -------------------------------------------------------
+
+    def job(self, id: str) -> Job:
+        """Everything stored about the call with this id, with its history of attempts.
+
+        Raises ``LookupError`` if the database holds no such call (never
+        stored, purged, or deleted past ``result_ttl``).
+        """
+        record = self.store.job(_key(id), time.time())
+        if record is None:
+            raise LookupError(_unknown(self, id))
+        return job_from(self, record)
+
+    def jobs(self, status: str | Sequence[str] | None = None,
+             queue: str | Sequence[str] | None = None,
+             task: TaskFilter | None = None, limit: int = 100) -> list[Job]:
+        """Up to ``limit`` calls, newest first; ``None`` filters mean any.
+
+        ``status``, ``queue`` and ``task`` each take a string or a list of
+        strings (a task also as the task object). Raises ``ValueError`` for a
+        status that does not exist or a limit below 1.
+        """
+        limit = check.integer(limit, "limit", "give how many calls to list at most, an int "
+                              ">= 1", low=1)
+        selection = Selection(_statuses(status), _names(queue, "queue"), _task_names(task))
+        return [job_from(self, r) for r in self.store.jobs(selection, limit, time.time())]
+
+    def retry(self, id: str) -> Result[Any]:
+        """Queue a failed, expired or revoked call again, with its task's retries afresh.
+
+        Its history is kept (the new attempts number on from the old), and
+        its deadline (``expires``) is dropped. Raises ``LookupError`` for an
+        unknown id, and ``ValueError`` saying why for a call in any other
+        status.
+        """
+        state = self.store.retry(_key(id), time.time())
+        if state is None:
+            raise LookupError(_unknown(self, id))
+        if state not in ("failed", "expired", "revoked"):
+            raise ValueError(f"call {id} cannot be retried: it is {state}, "
+                             f"{_WHY_NOT_RETRY.get(state, '')}; only failed, expired and "
+                             "revoked calls are retried")
+        self.wake_consumers()
+        return Result(self, str(id))
+
+    def retry_failed(self, queue: str | Sequence[str] | None = None,
+                     task: TaskFilter | None = None) -> int:
+        """``retry`` every failed call, or those of these queues or tasks; returns how many."""
+        count = self.store.retry_failed(_names(queue, "queue"), _task_names(task), time.time())
+        if count:
+            self.wake_consumers()
+        return count
+
+    def purge(self, status: str | Sequence[str], *, queue: str | Sequence[str] | None = None,
+              task: TaskFilter | None = None,
+              older_than: float | dt.timedelta | None = None) -> int:
+        """Delete the calls in these statuses, and their history; returns how many.
+
+        ``older_than`` (seconds or a ``timedelta``) keeps the calls that
+        finished more recently than that, or, if unfinished, were enqueued
+        more recently. Deletes a batch per transaction, so producers and
+        consumers go on meanwhile. Raises ``ValueError`` for ``"running"``
+        (their consumers own them: revoke or wait), an unknown status or a
+        negative age.
+        """
+        statuses = _statuses(status)
+        if not statuses:
+            raise ValueError("give the status of the calls to purge, e.g. 'done' or 'failed'")
+        if "running" in statuses:
+            raise ValueError("running calls cannot be purged: their consumers own them; wait "
+                             "for them to finish, then purge them")
+        before = None
+        if older_than is not None:
+            seconds = older_than.total_seconds() if isinstance(older_than, dt.timedelta) \
+                else older_than
+            seconds = check.real(seconds, "older_than", "give an age in seconds or a "
+                                 "timedelta, >= 0")
+            before = time.time() - seconds
+        selection = Selection(statuses, _names(queue, "queue"), _task_names(task), before)
+        return self.store.purge(selection, time.time())
+
+    def pause(self, queue: str) -> None:
+        """Stop consumers, everywhere, from starting calls of ``queue`` until ``resume``.
+
+        The queue still accepts calls. Kept in the database: it holds for
+        every consumer, and across restarts. A consumer starts no call of it
+        that it claims after this returns; the few it may have claimed just
+        before (a buffer of short tasks) start within a fraction of a second.
+        A call's ``expires`` still counts while its queue is paused.
+        """
+        self.store.pause(_name(queue, "queue"), time.time())
+
+    def resume(self, queue: str) -> None:
+        """Let consumers start calls of a paused ``queue`` again (nothing if it is not paused)."""
+        if self.store.resume(_name(queue, "queue")):
+            self.wake_consumers()
+
+    def paused(self) -> set[str]:
+        """The queues paused now (``pause``)."""
+        return set(self.store.paused())
+
+    def revoke_all(self, task: str | Task[Any, Any]) -> int:
+        """Revoke every call of ``task`` (its name or the task) that has not started; how many.
+
+        As ``Result.revoke`` does for each. Calls made afterwards are not
+        affected (unlike Huey's ``revoke()``): pause the queue to hold them.
+        ``restore_all`` undoes it.
+        """
+        return self.store.revoke_all(_task_name(task), time.time())
+
+    def restore_all(self, task: str | Task[Any, Any]) -> int:
+        """Queue again the calls of ``task`` that ``revoke_all`` revoked; how many.
+
+        A call revoked on its own (``Result.revoke``) stays revoked; retry it
+        with ``retry``.
+        """
+        count = self.store.restore_all(_task_name(task), time.time())
+        if count:
+            self.wake_consumers()
+        return count
 
     # -- consuming ---------------------------------------------------------------
 
@@ -527,6 +709,69 @@ class Minique:
         from .consumer import Consumer
 
         return Consumer(self, workers=workers, queues=queues, periodic=periodic, **options)
+
+
+TaskFilter = str | Task[Any, Any] | Sequence[str | Task[Any, Any]]
+
+_WHY_NOT_RETRY = {
+    "queued": "waiting for a consumer",
+    "scheduled": "waiting for its time (or its next retry)",
+    "running": "a consumer runs it now",
+    "done": "it ran and succeeded",
+}
+
+
+def _key(id: str) -> int:
+    """The stored key of a call id; ``LookupError`` for what no call id looks like."""
+    try:
+        key = int(id)
+    except (TypeError, ValueError):
+        key = -1
+    if not 0 <= key < 2**63:
+        raise LookupError(f"{id!r} is not a minique call id (ids are decimal numbers such as "
+                          "the Result.id of a call)")
+    return key
+
+
+def _unknown(mq: Minique, id: str) -> str:
+    return (f"no call with id {id} in {mq.store.location}: it was never stored there, or it "
+            "finished longer ago than the queue's result_ttl (or was purged) and was deleted")
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} {value!r}: give a {what} name, a non-empty string")
+    return value
+
+
+def _names(value: str | Sequence[str] | None, what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (_name(value, what),)
+    names = tuple(_name(v, what) for v in value)
+    if not names:
+        raise ValueError(f"an empty list of {what}s matches nothing; give None for any {what}")
+    return names
+
+
+def _statuses(value: str | Sequence[str] | None) -> tuple[State, ...] | None:
+    names = _names(value, "status")
+    for name in names or ():
+        if name not in STATES:
+            raise ValueError(f"{name!r} is not a status; the statuses are "
+                             f"{', '.join(STATES)}")
+    return names  # type: ignore[return-value]
+
+
+def _task_name(task: str | Task[Any, Any]) -> str:
+    return _name(task.name if isinstance(task, Task) else task, "task")
+
+
+def _task_names(task: TaskFilter | None) -> tuple[str, ...] | None:
+    if task is None or isinstance(task, str | Task):
+        return None if task is None else (_task_name(task),)
+    return _names([_task_name(t) for t in task], "task")
 
 
 def sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -21,7 +21,9 @@ class ConsumerStatus:
     once. ``started_at`` and ``last_seen`` (its latest heartbeat) are aware
     UTC datetimes. ``state`` is ``"live"`` for every consumer that
     ``mq.consumers()`` returns; ``mq.consumers(live_only=False)`` also returns
-    the ``"silent"`` and ``"dead"`` ones (see ``ConsumerState``).
+    the ``"silent"`` and ``"dead"`` ones (see ``ConsumerState``). ``running``
+    holds the ids of the calls it runs now (claimed and not yet finished),
+    oldest first.
     """
 
     id: str
@@ -32,6 +34,7 @@ class ConsumerStatus:
     started_at: dt.datetime
     last_seen: dt.datetime
     state: ConsumerState = "live"
+    running: tuple[str, ...] = ()
 
     def seen_ago(self, now: dt.datetime | None = None) -> float:
         """Seconds since its last heartbeat (the age of ``last_seen``), at ``now`` or now."""

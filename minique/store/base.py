@@ -30,7 +30,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from .records import ClaimedJob, ConsumerInfo, JobRecord, NewJob, Outcome, Reaped
+from .records import (
+    ClaimedJob,
+    ConsumerInfo,
+    JobDetail,
+    JobRecord,
+    NewJob,
+    Outcome,
+    Reaped,
+    State,
+)
+from .selection import Selection
 
 
 class Listener(Protocol):
@@ -98,8 +108,14 @@ class Store(Protocol):
         """
         ...
 
-    def record_finished(self, job: NewJob, outcome: Outcome) -> None:
-        """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
+    def record_finished(self, job: NewJob, outcome: Outcome,
+                        earlier: Sequence[Outcome] = ()) -> None:
+        """Store a call that already ran (immediate mode) and its outcome, in one transaction.
+
+        ``earlier`` are the outcomes of the attempts before the last (immediate
+        mode retries at once): each gets its history row, as ``finish``
+        writes them, in the same transaction.
+        """
         ...
 
     def revoke(self, job_id: int, now: float) -> bool:
@@ -138,6 +154,9 @@ class Store(Protocol):
     ) -> tuple[list[bool], list[ClaimedJob]]:
         """Write these outcomes and claim up to ``limit`` jobs for ``lease`` seconds, atomically.
 
+        Outcomes write history as ``finish`` says. The claim never takes a
+        job of a paused queue (see ``pause``).
+
         Returns, per outcome, whether it was written (False: the attempt no
         longer owned its job), and the claimed jobs best first. The first
         ``start_now`` claimed (default all) count their attempt at once; the
@@ -154,7 +173,20 @@ class Store(Protocol):
         ...
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """``exchange`` with nothing to claim."""
+        """``exchange`` with nothing to claim.
+
+        Every outcome written also writes its attempt's history row in the
+        same transaction (table ``history``, key ``(job_id, number)`` where
+        number is the row's ``earlier_attempts`` + the outcome's attempt),
+        except a ``done`` outcome (the job's row is the record of its last
+        attempt, and keeps its ``owner``) and an ``expired`` one (the call
+        never started). The row's outcome is ``sqlite.attempt_outcome(o)``:
+        ``timeout`` for error type TaskTimeout, ``cancelled`` for Cancelled,
+        else ``failed``, or ``retry`` for a state of queued/scheduled. An
+        outcome that completes ``done`` after its attempt was taken back as
+        lost turns that attempt's history row to ``done``. A batch of outcomes
+        writes its history rows in one statement (executemany / unnest).
+        """
         ...
 
     def record_start(self, owner: str, job_id: int, attempt: int, now: float,
@@ -176,19 +208,122 @@ class Store(Protocol):
         ...
 
     def reap_expired(self, now: float, mine: Sequence[str] = ()) -> list[Reaped]:
-        """Take back running jobs whose lease ran out, never those of the owners in ``mine``."""
+        """Take back running jobs whose lease ran out, never those of the owners in ``mine``.
+
+        A job whose start was recorded gets a ``lost`` history row (error type
+        WorkerLost, consumer: its owner) in the same transaction; one never
+        started gets none.
+        """
         ...
 
     def reap_owner(self, owner: str, now: float) -> list[Reaped]:
-        """Take back every running job of a consumer known to be dead."""
+        """Take back every running job of a consumer known to be dead (as ``reap_expired``)."""
         ...
 
-    def purge_finished(self, before: float, batch: int = 1000) -> int:
-        """Delete jobs that finished before ``before``, a batch per transaction; how many."""
+    def purge_finished(self, before: float, batch: int = 1000,
+                       batches: int | None = None) -> int:
+        """Delete jobs that finished before ``before`` and their history; how many.
+
+        A batch per transaction; at most ``batches`` of them if given (a
+        producer's sweep of results past their TTL does one batch a minute).
+        """
         ...
 
     def maintenance(self) -> None:
         """The engine's own chores, called about once a second by each consumer (may do nothing)."""
+        ...
+
+    # -- operating the queue (mq.job, mq.jobs, mq.retry, mq.purge, mq.pause...) -------
+    #
+    # Not hot: plain statements, a batch per transaction where many rows may
+    # change (ADMIN_BATCH = 500, walking ids upwards), so that producers and
+    # consumers go on meanwhile. minique/store/selection.py turns a Selection
+    # into SQL conditions either engine runs (pass the engine's placeholder),
+    # and rows into records (``detail``).
+
+    def job(self, job_id: int, now: float) -> JobDetail | None:
+        """Everything stored about a job, with its history oldest first; None if there is none.
+
+        Read as ``selection.detail`` reads a row of ``DETAIL_COLUMNS`` and the
+        job's history rows (``HISTORY_COLUMNS``, by number): it adds the
+        record of a done call's last attempt, and reads a call past its
+        expiry as ``expired`` at ``now``.
+        """
+        ...
+
+    def jobs(self, selection: Selection, limit: int, now: float) -> list[JobDetail]:
+        """Up to ``limit`` jobs of ``selection`` (statuses as a reader sees them at ``now``).
+
+        Newest first (by id, which grows with time), each with its history.
+        Run each of ``selection.parts(selection, now, mark)`` with ``ORDER BY
+        id DESC LIMIT limit`` and merge: each part is cheap on its own (the
+        failed one uses the jobs_failed partial index).
+        """
+        ...
+
+    def retry(self, job_id: int, now: float) -> State | None:
+        """Queue a failed, expired or revoked job again, with a fresh count of attempts.
+
+        In one transaction: read the status (a queued or scheduled call past
+        its expiry is ``expired``); if it is one of those three, set state
+        queued, eta ``now``, expires NULL, ``earlier_attempts +=
+        attempts``, attempts 0, started 0, suspect 0, and clear the owner,
+        lease, started_at, finished_at, result and error. Returns the status
+        it had (the caller says why another cannot be retried), or None if
+        there is no such job. Its history is kept.
+        """
+        ...
+
+    def retry_failed(self, queues: Sequence[str] | None, names: Sequence[str] | None,
+                     now: float) -> int:
+        """``retry`` every failed job, or those of these queues and task names; how many."""
+        ...
+
+    def purge(self, selection: Selection, now: float) -> int:
+        """Delete the jobs of ``selection`` and their history rows; how many.
+
+        ``selection.before``: finished before it, or if unfinished enqueued
+        before it. Raises ``ValueError`` if the selection may hold running
+        jobs (no states, or "running"). A batch per transaction.
+        """
+        ...
+
+    def revoke_all(self, name: str, now: float) -> int:
+        """Revoke every queued or scheduled (and not expired) job of task ``name``; how many.
+
+        As ``revoke`` does, with ``selection.REVOKED_ALL`` as their error
+        message: ``restore_all`` puts back exactly these.
+        """
+        ...
+
+    def restore_all(self, name: str, now: float) -> int:
+        """Undo ``revoke_all``: its jobs of task ``name`` are queued again; how many.
+
+        ``scheduled`` instead if their eta is after ``now``; finished_at and
+        the error are cleared. Jobs revoked one by one stay revoked.
+        """
+        ...
+
+    def pause(self, queue: str, now: float) -> bool:
+        """Pause ``queue``: from this commit on, no claim takes its jobs; False if it was paused.
+
+        Kept in table ``paused_queues``. Every claim (``exchange``) reads that
+        table in its own transaction and leaves out the paused queues, so
+        the pause holds for consumers anywhere at once; while none is
+        paused the claim statement is the plain one.
+        """
+        ...
+
+    def resume(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again; False if it was not paused."""
+        ...
+
+    def paused(self) -> dict[str, float]:
+        """The paused queues, each with the epoch time it was paused."""
+        ...
+
+    def running(self) -> dict[str, list[int]]:
+        """The ids of the running jobs (oldest first), by the consumer that owns them."""
         ...
 
     # -- consumers: who is alive ----------------------------------------------------

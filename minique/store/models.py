@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import peewee as pw
 
+from . import schema
 from .schema import SCHEMA_VERSION
 
-__all__ = ["INDEXES", "MODELS", "SCHEMA_VERSION", "ConsumerRecord", "Job", "PeriodicSlot",
-           "create_statements"]
+__all__ = ["INDEXES", "MODELS", "SCHEMA_VERSION", "ConsumerRecord", "History", "Job",
+           "PausedQueue", "PeriodicSlot", "create_statements"]
 
 _sql_only = pw.SqliteDatabase(None)
 
@@ -51,6 +52,10 @@ class Job(BaseModel):
     # Its consumer died before the start was recorded: it may have started
     # (and killed the consumer); its next start is recorded before it runs.
     suspect = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+    # Attempts made before the latest retry by hand (mq.retry), which starts
+    # ``attempts`` from 0 again with the task's retries; the history numbers
+    # attempts from the first, so its numbers are earlier_attempts + attempt.
+    earlier_attempts = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     created_at = pw.FloatField()
     started_at = pw.FloatField(null=True)
     finished_at = pw.FloatField(null=True)
@@ -92,7 +97,44 @@ class PeriodicSlot(BaseModel):
         table_name = "periodic"
 
 
-MODELS: tuple[type[BaseModel], ...] = (Job, ConsumerRecord, PeriodicSlot)
+class History(BaseModel):
+    """One attempt of a job that did not end it done, in the transaction of its outcome.
+
+    An attempt that ends a job ``done`` is always its last one (a done call
+    is never retried), and the job's own row holds it: its ``started_at``,
+    ``finished_at``, ``attempts`` and ``owner``. So a task that succeeds
+    writes no history row, and the drain costs what it did. Readers add that
+    last record from the job row (``JobDetail.history``).
+    """
+
+    job_id = pw.IntegerField()
+    number = pw.IntegerField()  # earlier_attempts + the attempt's number
+    started_at = pw.FloatField(null=True)
+    finished_at = pw.FloatField()
+    # done (only for an attempt that completed after it was taken back as
+    # lost), failed, retry, timeout, lost, cancelled
+    outcome = pw.TextField()
+    error_type = pw.TextField(null=True)
+    error_message = pw.TextField(null=True)
+    traceback = pw.TextField(null=True)
+    consumer = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "history"
+        primary_key = pw.CompositeKey("job_id", "number")
+
+
+class PausedQueue(BaseModel):
+    """A queue no consumer takes calls from until it is resumed (``mq.pause``)."""
+
+    queue = pw.TextField(primary_key=True)
+    paused_at = pw.FloatField()
+
+    class Meta:
+        table_name = "paused_queues"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Job, ConsumerRecord, PeriodicSlot, History, PausedQueue)
 
 # Partial indexes that peewee's model indexes cannot spell (DESC inside a
 # partial index); each serves exactly one hot query.
@@ -107,21 +149,34 @@ INDEXES = (
     # purge: finished rows past their TTL
     "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)"
     " WHERE finished_at IS NOT NULL",
+    *schema.ADMIN_INDEXES,
 )
 
 
+def render_ddl(database: pw.Database) -> list[str]:
+    """The statements ``database.create_tables`` would run for every model, without running them.
+
+    Through peewee's public API: the models are bound to ``database`` (a
+    subclass per engine, so each renders its own types) and the statements
+    are collected where peewee would execute them.
+    """
+    statements: list[str] = []
+
+    def collect(sql: str, params: object = None, *args: object, **kwargs: object) -> None:
+        if params:
+            raise AssertionError(f"DDL with parameters: {sql} {params}")
+        statements.append(sql)
+
+    database.execute_sql = collect  # type: ignore[method-assign]
+    with database.bind_ctx(MODELS):
+        database.create_tables(MODELS, safe=True)
+    return statements
+
+
 def create_statements() -> list[str]:
-    """The DDL of the current schema, rendered by peewee from the models above.
+    """The DDL of the current schema for SQLite, rendered by peewee from the models above.
 
     A change to the models also needs a step in ``schema._STEPS`` and a
     new ``SCHEMA_VERSION``.
     """
-    statements = []
-    for model in MODELS:
-        schema = model._schema  # type: ignore[attr-defined]
-        nodes = [schema._create_table(safe=True), *schema._create_indexes(safe=True)]
-        for node in nodes:
-            sql, _ = _sql_only.get_sql_context().sql(node).query()  # type: ignore[no-untyped-call]
-            statements.append(sql)
-    statements.extend(INDEXES)
-    return statements
+    return [*render_ddl(pw.SqliteDatabase(None)), *INDEXES]

@@ -119,3 +119,57 @@ class ConsumerInfo:
     workers: int
     started_at: float
     heartbeat_at: float
+
+
+#: How one attempt ended, as ``history`` records it: ``retry`` when it failed
+#: and the call was tried again, ``failed`` when the call failed for good,
+#: ``lost`` when its consumer died under it.
+AttemptOutcome = Literal["done", "failed", "retry", "timeout", "lost", "cancelled"]
+ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = (
+    "done", "failed", "retry", "timeout", "lost", "cancelled",
+)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One attempt of a job, as its history keeps it."""
+
+    number: int  # 1 for the first; numbers go on after a retry by hand
+    started_at: float | None
+    finished_at: float
+    outcome: AttemptOutcome
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    consumer: str | None
+
+
+@dataclass(slots=True)
+class JobDetail:
+    """Everything stored about a job, for people who operate the queue (``mq.job``).
+
+    ``state`` is the status a reader sees (a call past its expiry reads
+    ``expired``). ``attempts`` and ``max_attempts`` count every attempt since
+    the call was first stored, including those before a retry by hand;
+    ``history`` is oldest first.
+    """
+
+    id: int
+    name: str
+    queue: str
+    priority: int
+    state: State
+    payload: str | bytes
+    eta: float
+    expires: float | None
+    attempts: int
+    max_attempts: int
+    owner: str | None  # the consumer running it, while it runs
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: str | bytes | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    history: list[AttemptRecord]

@@ -34,14 +34,26 @@ from ..errors import (
 )
 from .records import (
     STATES,
+    AttemptOutcome,
     ClaimedJob,
     ConsumerInfo,
+    JobDetail,
     JobRecord,
     NewJob,
     Outcome,
     Reaped,
+    State,
 )
 from .schema import SCHEMA_VERSION, upgrade
+from .selection import (
+    DETAIL_COLUMNS,
+    HISTORY_COLUMNS,
+    REVOKED_ALL,
+    Part,
+    Selection,
+    detail,
+    parts,
+)
 from .sqlite_notifier import SqliteNotifier
 
 log = logging.getLogger("minique")
@@ -100,11 +112,27 @@ _CLAIM_AHEAD = _CLAIM.replace("{started}", "0").replace("{started_at}", "started
 _OURS = "owner = ? AND state = 'running' AND attempts + 1 - started = ?"
 # The owner and attempt guard every finish: an attempt whose lease was taken
 # back (and perhaps given to another consumer) must not overwrite the row.
+# The owner stays: the row of a done call is the record of its last attempt
+# (see models.History), and every statement that reads owner asks for a
+# running row.
 _FINISH = (
     "UPDATE jobs SET state = ?, eta = COALESCE(?, eta), result = ?, error_type = ?,"
     " error_message = ?, traceback = ?, finished_at = ?, started_at = COALESCE(?, started_at),"
-    " attempts = ?, started = 0, owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " attempts = ?, started = 0, lease_until = NULL, lease_boot = NULL,"
     " lease_mono = NULL WHERE id = ? AND " + _OURS
+)
+# The history row of an attempt that did not end its call done, written in
+# its outcome's transaction, after _FINISH (the row's started_at is then the
+# attempt's). A later write for the same attempt (one that completed after it
+# was taken back as lost) replaces the earlier.
+_HISTORY_ADD = (
+    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
+    " error_message, traceback, consumer) SELECT id, earlier_attempts + ?,"
+    " COALESCE(?, started_at), ?, ?, ?, ?, ?, ? FROM jobs WHERE id = ?"
+    " ON CONFLICT (job_id, number) DO UPDATE SET started_at = excluded.started_at,"
+    " finished_at = excluded.finished_at, outcome = excluded.outcome,"
+    " error_type = excluded.error_type, error_message = excluded.error_message,"
+    " traceback = excluded.traceback, consumer = excluded.consumer"
 )
 # An attempt that completed after its lease was taken back (its consumer was
 # frozen, or held the GIL past the lease) still counts: a finished task must
@@ -164,6 +192,13 @@ _FAIL_LOST = (
     "UPDATE jobs SET state = 'failed', finished_at = ?, " + _LOST_END
     + " WHERE id = ? AND " + _OURS
 )
+# A lost attempt's history row, written before the row forgets its owner.
+_HISTORY_LOST = (
+    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
+    " error_message, traceback, consumer) SELECT id, earlier_attempts + attempts, started_at,"
+    " ?, 'lost', 'WorkerLost', ?, NULL, owner FROM jobs WHERE id = ? AND " + _OURS
+    + " ON CONFLICT (job_id, number) DO NOTHING"
+)
 _ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND " + _EXPIRED + " LIMIT 1"
 _REVOKE = (
     "UPDATE jobs SET state = 'revoked', finished_at = ?, error_type = 'Revoked',"
@@ -176,6 +211,7 @@ _READ = (
     " FROM jobs WHERE id = ?"
 )
 _STATE_OF = "SELECT state FROM jobs WHERE id = ?"
+_PAUSED = "SELECT queue FROM paused_queues"
 # A call past its deadline reads as expired before a consumer writes it down.
 _COUNTS = (
     "SELECT queue, CASE WHEN state IN ('queued', 'scheduled') AND expires <= ?"
@@ -184,7 +220,9 @@ _COUNTS = (
 _PURGE = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL"
     " AND finished_at < ? AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT ?)"
+    " RETURNING id"
 )
+_HISTORY_DELETE = "DELETE FROM history WHERE job_id = ?"
 _REGISTER_CONSUMER = (
     "INSERT OR REPLACE INTO consumers (id, hostname, boot_id, pid_ns, pid, pid_start, queues,"
     " workers, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -202,6 +240,49 @@ _PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
 # Firing is a compare-and-set on the stored slot: of all the consumers that
 # saw the slot come due, exactly one moves it on and enqueues the job.
 _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = ? WHERE name = ? AND next_fire = ?"
+
+# -- operating the queue: not hot; batches of their own transactions ---------------------
+
+_DETAIL = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE id = ?"
+_HISTORY_OF = f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id = ? ORDER BY number"
+_HISTORY_OF_MANY = (
+    f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id IN ({{ids}}) ORDER BY job_id, number"
+)
+_LIST = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE {{where}} ORDER BY id DESC LIMIT ?"
+_STATE_AND_EXPIRY = "SELECT state, expires FROM jobs WHERE id = ?"
+# Queued again as if new, with the task's retries afresh; the attempts so far
+# move to earlier_attempts, so that the history goes on numbering them. A
+# deadline is dropped: it has passed, or would cut the new run short.
+_REQUEUE = (
+    "UPDATE jobs SET state = 'queued', eta = ?, expires = NULL,"
+    " earlier_attempts = earlier_attempts + attempts, attempts = 0, started = 0, suspect = 0,"
+    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL,"
+    " started_at = NULL, finished_at = NULL, result = NULL, error_type = NULL,"
+    " error_message = NULL, traceback = NULL"
+)
+_RETRY_ONE = _REQUEUE + " WHERE id = ?"
+# Batches walk the ids upwards from the last one seen: each row is looked at
+# once, however many batches it takes.
+_BATCH = "id IN (SELECT id FROM jobs WHERE ({where}) AND id > ? ORDER BY id LIMIT ?) RETURNING id"
+_RETRY_BATCH = _REQUEUE + " WHERE " + _BATCH
+_DELETE_BATCH = "DELETE FROM jobs WHERE " + _BATCH
+_REVOKE_ALL = (
+    "UPDATE jobs SET state = 'revoked', finished_at = ?, error_type = 'Revoked',"
+    " error_message = ? WHERE " + _BATCH
+)
+_RESTORE_ALL = (
+    "UPDATE jobs SET state = CASE WHEN eta > ? THEN 'scheduled' ELSE 'queued' END,"
+    " finished_at = NULL, error_type = NULL, error_message = NULL WHERE " + _BATCH
+)
+_PAUSE = (
+    "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING"
+)
+_RESUME = "DELETE FROM paused_queues WHERE queue = ?"
+_PAUSED_SINCE = "SELECT queue, paused_at FROM paused_queues ORDER BY queue"
+_RUNNING = "SELECT owner, id FROM jobs WHERE state = 'running' ORDER BY id"
+# An operator's batch: short enough that producers and consumers wait for it
+# a few milliseconds at most.
+ADMIN_BATCH = 500
 
 def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     job = ClaimedJob(*row[:9])  # type: ignore[arg-type]
@@ -224,6 +305,29 @@ def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     if problems:
         job.problem = "; ".join(problems)
     return job
+
+
+# Outcomes that write no history row: a done attempt is recorded by its job's
+# row, and an expired call never started.
+_NO_HISTORY = frozenset({"done", "expired"})
+
+
+def attempt_outcome(outcome: Outcome) -> AttemptOutcome:
+    """What the history says of the attempt that ended with ``outcome``."""
+    if outcome.error_type == "TaskTimeout":
+        return "timeout"
+    if outcome.error_type == "Cancelled":
+        return "cancelled"
+    if outcome.state in ("done", "failed"):
+        return outcome.state
+    return "retry"  # queued or scheduled again
+
+
+def _history_row(outcome: Outcome) -> tuple[object, ...]:
+    # The attempt's number in the call's whole life: earlier_attempts + attempt.
+    return (outcome.attempt, outcome.started_at, outcome.finished_at, attempt_outcome(outcome),
+            outcome.error_type, outcome.error_message, outcome.traceback, outcome.owner,
+            outcome.id)
 
 
 def _hand_out_order(job: ClaimedJob) -> tuple[bool, int, float, int]:
@@ -914,14 +1018,21 @@ class SqliteStore:
         with self._write() as conn:
             conn.executemany(_ENQUEUE, rows)
 
-    def record_finished(self, job: NewJob, outcome: Outcome) -> None:
-        """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
+    def record_finished(self, job: NewJob, outcome: Outcome,
+                        earlier: Sequence[Outcome] = ()) -> None:
+        """Store a call that already ran (immediate mode) and its outcome, in one transaction.
+
+        ``earlier`` are the outcomes of the attempts before the last (retried
+        at once), for its history.
+        """
         with self._write() as conn:
             conn.execute(_ENQUEUE, _job_row(job, "running"))
             conn.execute(
                 _MARK_RAN_HERE,
                 (outcome.owner, outcome.attempt, job.created_at, job.id),
             )
+            if earlier:
+                conn.executemany(_HISTORY_ADD, [_history_row(o) for o in earlier])
             self._finish_in(conn, [outcome])
 
     def revoke(self, job_id: int, now: float) -> bool:
@@ -1057,6 +1168,19 @@ class SqliteStore:
                   limit: int, queues: Sequence[str] | None,
                   start_now: int) -> list[tuple[object, ...]]:
         where = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
+        # Read in the claim's own transaction: no claim that begins after a
+        # pause commits takes a call of that queue. (A tiny table, empty but
+        # for an outage: the claim itself is unchanged while none is paused.)
+        paused = [queue for (queue,) in conn.execute(_PAUSED).fetchall()]
+        if paused:
+            if queues:
+                queues = [q for q in queues if q not in paused]
+                if not queues:
+                    return []
+                where = f" AND queue IN ({','.join('?' * len(queues))})"
+            else:
+                where = f" AND queue NOT IN ({','.join('?' * len(paused))})"
+                queues = paused
         lease_params = (owner, now + lease, self._boot, real_monotonic() + lease)
         rows: list[tuple[object, ...]] = []
         start_now = max(0, min(start_now, limit))
@@ -1078,17 +1202,26 @@ class SqliteStore:
         conn.execute("SAVEPOINT finish")
         if conn.executemany(_FINISH, rows).rowcount == len(rows):
             conn.execute("RELEASE finish")
+            # Attempts that ended their call done need no history row (the
+            # job's row is their record): the common case writes nothing more.
+            history = [_history_row(o) for o in outcomes if o.state not in _NO_HISTORY]
+            if history:
+                conn.executemany(_HISTORY_ADD, history)
             return [True] * len(rows)
         conn.execute("ROLLBACK TO finish")
         conn.execute("RELEASE finish")
         written = []
         for outcome, row in zip(outcomes, rows, strict=True):
             ok = conn.execute(_FINISH, row).rowcount == 1
+            if ok and outcome.state not in _NO_HISTORY:
+                conn.execute(_HISTORY_ADD, _history_row(outcome))
             if not ok and outcome.state == "done":
                 ok = conn.execute(_FINISH_LATE, (
                     outcome.result, outcome.finished_at, outcome.started_at, outcome.id,
                 )).rowcount == 1
                 if ok:
+                    # Its history row said lost: it says done now.
+                    conn.execute(_HISTORY_ADD, _history_row(outcome))
                     log.warning("job %s finished after its lease was taken back; its result "
                                 "is kept and it will not run again", outcome.id)
             written.append(ok)
@@ -1161,26 +1294,34 @@ class SqliteStore:
                     message = f"attempt {attempt} was claimed but its start not recorded: {why}"
                     conn.execute(_REQUEUE_UNSTARTED, (message, *ours))
                 elif again:
-                    conn.execute(_REQUEUE_LOST, (f"attempt {attempt} was lost: {why}", *ours))
+                    message = f"attempt {attempt} was lost: {why}"
+                    conn.execute(_HISTORY_LOST, (now, message, *ours))
+                    conn.execute(_REQUEUE_LOST, (message, *ours))
                 else:
-                    conn.execute(_FAIL_LOST, (now, f"attempt {attempt} was lost ({why}) and no "
-                                                  "attempts remain", *ours))
+                    message = f"attempt {attempt} was lost ({why}) and no attempts remain"
+                    conn.execute(_HISTORY_LOST, (now, message, *ours))
+                    conn.execute(_FAIL_LOST, (now, message, *ours))
                 reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
                                      "queued" if again or not started else "failed",
                                      bool(started)))
         return reaped
 
-    def purge_finished(self, before: float, batch: int = 1000) -> int:
-        """Delete finished jobs older than ``before``, a batch per transaction.
+    def purge_finished(self, before: float, batch: int = 1000,
+                       batches: int | None = None) -> int:
+        """Delete finished jobs older than ``before`` and their history, a batch per transaction.
 
+        Stops after ``batches`` batches if given (a producer's cheap sweep).
         Returns the number deleted.
         """
         total = 0
+        done = 0
         while True:
             with self._write() as conn:
-                deleted = conn.execute(_PURGE, (before, batch)).rowcount
-            total += deleted
-            if deleted < batch:
+                ids = conn.execute(_PURGE, (before, batch)).fetchall()
+                conn.executemany(_HISTORY_DELETE, ids)
+            total += len(ids)
+            done += 1
+            if len(ids) < batch or (batches is not None and done >= batches):
                 return total
 
     def register_consumer(self, info: ConsumerInfo) -> None:
@@ -1239,3 +1380,123 @@ class SqliteStore:
     def periodic_slots(self) -> list[tuple[str, str, float]]:
         """``(name, crontab, next_fire)`` of every stored periodic slot."""
         return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]  # type: ignore[arg-type]
+
+
+    # -- operating the queue -----------------------------------------------------------
+
+    def job(self, job_id: int, now: float) -> JobDetail | None:
+        """Everything stored about a job, with its history; None if there is none."""
+        rows = self._read(_DETAIL, (job_id,))
+        if not rows:
+            return None
+        return detail(rows[0], self._read(_HISTORY_OF, (job_id,)), now)
+
+    def jobs(self, selection: Selection, limit: int, now: float) -> list[JobDetail]:
+        """Up to ``limit`` jobs of ``selection``, newest first, each with its history."""
+        found: list[tuple[object, ...]] = []
+        for part in parts(selection, now):
+            found += self._read(_LIST.format(where=part.where), (*part.params, limit))
+        found.sort(key=lambda row: row[0], reverse=True)  # type: ignore[arg-type, return-value]
+        found = found[:limit]
+        history: dict[object, list[tuple[object, ...]]] = {}
+        # In slices: SQLite takes at most 32,766 parameters in one statement.
+        for start in range(0, len(found), 10_000):
+            ids = [row[0] for row in found[start:start + 10_000]]
+            sql = _HISTORY_OF_MANY.format(ids=",".join("?" * len(ids)))
+            for row in self._read(sql, ids):
+                history.setdefault(row[0], []).append(row)
+        return [detail(row, history.get(row[0], []), now) for row in found]
+
+    def retry(self, job_id: int, now: float) -> State | None:
+        """Queue a failed, expired or revoked job again, with a fresh count of attempts.
+
+        Returns the status it had (it was queued again only if that is one of
+        those three), or None if there is no such job. Its history is kept.
+        """
+        with self._write() as conn:
+            rows = conn.execute(_STATE_AND_EXPIRY, (job_id,)).fetchall()
+            if not rows:
+                return None
+            state, expires = rows[0]
+            if state in ("queued", "scheduled") and expires is not None and expires <= now:
+                state = "expired"
+            if state in ("failed", "expired", "revoked"):
+                conn.execute(_RETRY_ONE, (now, job_id))
+        return state  # type: ignore[no-any-return]
+
+    def retry_failed(self, queues: Sequence[str] | None, names: Sequence[str] | None,
+                     now: float) -> int:
+        """``retry`` every failed job (of these queues and task names); how many.
+
+        A batch per transaction, so producers and consumers go on meanwhile.
+        """
+        selection = Selection(("failed",), _tuple(queues), _tuple(names))
+        return self._batches(_RETRY_BATCH, parts(selection, now), (now,))
+
+    def purge(self, selection: Selection, now: float) -> int:
+        """Delete the jobs of ``selection`` and their history; how many.
+
+        Raises ``ValueError`` for a selection of running jobs (or of any
+        status): their consumers would write outcomes to nothing. A batch per
+        transaction, so producers and consumers go on meanwhile.
+        """
+        if selection.states is None or "running" in selection.states:
+            raise ValueError("running jobs cannot be purged: their consumers own them")
+        return self._batches(_DELETE_BATCH, parts(selection, now), (), forget_history=True)
+
+    def revoke_all(self, name: str, now: float) -> int:
+        """Revoke every queued or scheduled job of task ``name``; how many.
+
+        Their error says they were revoked with ``revoke_all``, so that
+        ``restore_all`` puts back these and no other.
+        """
+        selection = Selection(("queued", "scheduled"), None, (name,))
+        return self._batches(_REVOKE_ALL, parts(selection, now), (now, REVOKED_ALL))
+
+    def restore_all(self, name: str, now: float) -> int:
+        """Queue again (or schedule, if their eta is later) the jobs ``revoke_all`` revoked."""
+        part = Part("state = 'revoked' AND name = ? AND error_message = ?", (name, REVOKED_ALL))
+        return self._batches(_RESTORE_ALL, [part], (now,))
+
+    def _batches(self, statement: str, where: Sequence[Part], params: tuple[object, ...],
+                 forget_history: bool = False) -> int:
+        total = 0
+        for part in where:
+            sql = statement.format(where=part.where)
+            after = -1
+            while True:
+                with self._write() as conn:
+                    ids = conn.execute(sql, (*params, *part.params, after,
+                                             ADMIN_BATCH)).fetchall()
+                    if forget_history:
+                        conn.executemany(_HISTORY_DELETE, ids)
+                total += len(ids)
+                if len(ids) < ADMIN_BATCH:
+                    break
+                after = max(job_id for (job_id,) in ids)
+        return total
+
+    def pause(self, queue: str, now: float) -> bool:
+        """Stop claims from taking jobs of ``queue``; False if it was paused already."""
+        with self._write() as conn:
+            return conn.execute(_PAUSE, (queue, now)).rowcount == 1
+
+    def resume(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again; False if it was not paused."""
+        with self._write() as conn:
+            return conn.execute(_RESUME, (queue,)).rowcount == 1
+
+    def paused(self) -> dict[str, float]:
+        """The paused queues, each with the epoch time it was paused."""
+        return {str(q): float(at) for q, at in self._read(_PAUSED_SINCE)}  # type: ignore[arg-type]
+
+    def running(self) -> dict[str, list[int]]:
+        """The ids of the running jobs, by the consumer that owns them."""
+        found: dict[str, list[int]] = {}
+        for owner, job_id in self._read(_RUNNING):
+            found.setdefault(str(owner), []).append(int(job_id))  # type: ignore[call-overload]
+        return found
+
+
+def _tuple(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
