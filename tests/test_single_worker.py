@@ -130,7 +130,7 @@ def test_stop_puts_back_a_task_that_runs_past_the_grace(
     # And the dispatcher, leaving after stop() returned, closed its wake-up pipe
     assert consumer._dispatcher is not None
     consumer._dispatcher.thread.join(10)
-    assert (consumer._ledger.wake_r, consumer._ledger.wake_w) == (-1, -1)
+    assert (consumer.ledger.wake_r, consumer.ledger.wake_w) == (-1, -1)
 
 
 def test_a_task_with_a_timeout_waits_for_the_task_before_it(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import MiniqueError
 from ..store import Reaped
 from .failures import FailureLog
-from .identity import certainly_dead, renew_interval
+from .identity import certainly_dead, renew_interval, resident_bytes
 
 if TYPE_CHECKING:
     from .lifecycle import Consumer
@@ -63,7 +63,7 @@ class Housekeeper:
             (self._check_others, DEAD_CHECK_EVERY),
             (self.mq.store.maintenance, CHECKPOINT_EVERY),
             (self.purge, PURGE_EVERY),
-            (self.consumer.check_memory, MEMORY_CHECK_EVERY),
+            (self.check_memory, MEMORY_CHECK_EVERY),
         ]
         due = [time.monotonic()] * len(chores)
         failures = FailureLog("housekeeping")
@@ -95,6 +95,17 @@ class Housekeeper:
         self.recover_dead_consumers()
         self.reap_expired()
 
+    def check_memory(self) -> None:
+        """Past ``max_memory`` (thread workers), stop taking work so that a fresh consumer runs."""
+        consumer = self.consumer
+        if consumer.max_memory is None or consumer.worker_type == "process":
+            return
+        rss = resident_bytes()
+        if rss is not None and rss > consumer.max_memory * 2**20:
+            log.info("resident memory %.0f MB passed --max-memory %g MB: stopping, to be "
+                     "replaced by a fresh one", rss / 2**20, consumer.max_memory)
+            consumer.request_stop()
+
     def renew(self) -> None:
         """Extend the leases of this consumer's jobs, and note that it is alive."""
         if self.consumer.failed:
@@ -103,9 +114,9 @@ class Housekeeper:
         if self.consumer.holds_jobs():
             # Calls claimed ahead that have run since the last renewal count
             # their attempts now, in the same transaction.
-            started = self.consumer.unrecorded_starts()
+            started = self.consumer.ledger.unrecorded_starts()
             self.mq.store.renew(self.consumer.id, self.lease, now, started)
-            self.consumer.starts_recorded(started)
+            self.consumer.ledger.starts_recorded(started)
         self.mq.store.consumer_heartbeat(self.consumer.id, now)
 
     def recover_dead_consumers(self) -> None:

@@ -195,3 +195,39 @@ class Ledger:
         """Hold an attempt's outcome for the next write (cond held)."""
         self.unrecorded.pop((job.id, job.attempt), None)
         self.ran.append(ran)
+
+    def unrecorded_starts(self) -> list[tuple[int, int, float]]:
+        """``(id, attempt, started_at)`` of running jobs claimed ahead whose start is not stored."""
+        return list(self.unrecorded.values())
+
+    def starts_recorded(self, starts: list[tuple[int, int, float]]) -> None:
+        """Forget these starts: the store has them now."""
+        for job_id, attempt, _ in starts:
+            self.unrecorded.pop((job_id, attempt), None)
+
+    def let_go(self, owner: str) -> None:
+        """At the end of a stop: write the outcomes still held, put back every job still held."""
+        # Outcomes that came in after the dispatcher's last write are of tasks
+        # that finished: write them, so that the release below cannot requeue
+        # a finished task.
+        with self.cond:
+            late, self.ran = self.ran, []
+        if late:
+            try:
+                self.mq.store.finish([r.outcome for r in late])
+            except MiniqueError as exc:
+                log.error("could not record %d finished task(s) at shutdown (%s); they will "
+                          "run again when their lease runs out", len(late), exc)
+                return  # releasing now would requeue them at once
+            for r in late:
+                log_task_line(r.level, r.message)
+        # Whatever still runs after the grace period goes back to the queue now;
+        # a stale outcome of it can no longer be written (the owner guard).
+        try:
+            released = self.mq.store.release(owner)
+        except MiniqueError as exc:
+            log.error("could not put back the running tasks (%s); they will run again when "
+                      "their lease runs out", exc)
+            return
+        if released:
+            log.warning("put back %d task(s) still running after the grace period", released)

@@ -23,11 +23,11 @@ from ..errors import ConsumerFailed, MiniqueError, OptionError
 from ..store import ConsumerInfo, Listener
 from .dispatcher import Dispatcher
 from .housekeeping import Housekeeper
-from .identity import describe_self, resident_bytes
+from .identity import describe_self
 from .inline import InlineRunner
 from .ledger import Ledger
 from .periodic import PeriodicScheduler
-from .tasklog import log_banner, log_task_line
+from .tasklog import log_banner
 from .workers import Workers
 
 if TYPE_CHECKING:
@@ -83,13 +83,14 @@ class Consumer:
         self.identity: ConsumerInfo | None = None
         inline = self.workers == 1 and worker_type == "thread"
         processes = worker_type == "process"
-        self._ledger = Ledger(mq, self.workers, inline)
+        #: What the consumer's threads share (see ledger.py).
+        self.ledger = Ledger(mq, self.workers, inline)
         if not processes:
-            self._ledger.budget = self.max_tasks
+            self.ledger.budget = self.max_tasks
         self._workers = Workers(
-            mq, self._ledger, self.id, processes, self.max_tasks if processes else None,
+            mq, self.ledger, self.id, processes, self.max_tasks if processes else None,
             None if self.max_memory is None or not processes else self.max_memory * 2**20)
-        self._inline = InlineRunner(mq, self._ledger, self._workers) if inline else None
+        self._inline = InlineRunner(mq, self.ledger, self._workers) if inline else None
         self._dispatcher: Dispatcher | None = None
         self._listener: Listener | None = None
         self._housekeeper: Housekeeper | None = None
@@ -145,11 +146,11 @@ class Consumer:
         for hook in self.mq.start_hooks:
             hook(self)
         self._workers.check_processes()
-        self._ledger.open_pipe()
+        self.ledger.open_pipe()
         self._listener = self.mq.store.notifier.listen(self.id)
-        self.mq.add_waker(self._ledger.wake)
+        self.mq.add_waker(self.ledger.wake)
         self._dispatcher = Dispatcher(
-            self.mq, self._ledger, self._workers, self.id, self.queues, self.poll_interval,
+            self.mq, self.ledger, self._workers, self.id, self.queues, self.poll_interval,
             self._listener, self._inline, self._stop_requested.set, self._stop_requested.set)
         if self.periodic and self.mq.periodic_tasks:
             self._scheduler = PeriodicScheduler(self)
@@ -157,9 +158,9 @@ class Consumer:
 
     def _undo_start(self) -> None:
         self._workers.close_processes()
-        self.mq.remove_waker(self._ledger.wake)
-        with self._ledger.cond:
-            self._ledger.dispatched = True  # none was started
+        self.mq.remove_waker(self.ledger.wake)
+        with self.ledger.cond:
+            self.ledger.dispatched = True  # none was started
         self._let_go()
 
     # -- stopping ------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class Consumer:
         """
         if not self._started or self._stopped.is_set():
             return
-        ledger = self._ledger
+        ledger = self.ledger
         if self._scheduler is not None:
             self._scheduler.stop()  # enqueue nothing more while we drain
         with ledger.cond:
@@ -199,41 +200,15 @@ class Consumer:
         if self._inline is not None:
             self._inline.stop()
         try:
-            self._put_back_the_rest()
+            # Kill process workers first: a released attempt must not go on
+            # running in a child while another consumer starts it again.
+            self._workers.close_processes()
+            self.ledger.let_go(self.id)
         finally:
             self._shutdown()
 
-    def _put_back_the_rest(self) -> None:
-        # Kill process workers first: a released attempt must not go on
-        # running in a child while another consumer starts it again.
-        self._workers.close_processes()
-        # Outcomes that came in after the dispatcher's last write are of tasks
-        # that finished: write them, so that the release below cannot requeue
-        # a finished task.
-        with self._ledger.cond:
-            late, self._ledger.ran = self._ledger.ran, []
-        if late:
-            try:
-                self.mq.store.finish([r.outcome for r in late])
-            except MiniqueError as exc:
-                log.error("could not record %d finished task(s) at shutdown (%s); they will "
-                          "run again when their lease runs out", len(late), exc)
-                return  # releasing now would requeue them at once
-            for r in late:
-                log_task_line(r.level, r.message)
-        # Whatever still runs after the grace period goes back to the queue now;
-        # a stale outcome of it can no longer be written (the owner guard).
-        try:
-            released = self.mq.store.release(self.id)
-        except MiniqueError as exc:
-            log.error("could not put back the running tasks (%s); they will run again when "
-                      "their lease runs out", exc)
-            return
-        if released:
-            log.warning("put back %d task(s) still running after the grace period", released)
-
     def _shutdown(self) -> None:
-        self.mq.remove_waker(self._ledger.wake)
+        self.mq.remove_waker(self.ledger.wake)
         if self._housekeeper is not None:
             self._housekeeper.stop()
         self._workers.send_stop()
@@ -246,9 +221,9 @@ class Consumer:
         """Stop listening, close the pipe (once the dispatcher is gone too), unregister."""
         if self._listener is not None:
             self._listener.close()
-        with self._ledger.cond:
-            self._ledger.shut = True
-            self._ledger.close_pipe_when_done()
+        with self.ledger.cond:
+            self.ledger.shut = True
+            self.ledger.close_pipe_when_done()
         try:
             self.mq.store.unregister_consumer(self.id)
         except MiniqueError as exc:
@@ -275,7 +250,7 @@ class Consumer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        failed = self._ledger.failed
+        failed = self.ledger.failed
         if failed is not None:
             raise ConsumerFailed(
                 f"the consumer stopped: its dispatcher kept failing "
@@ -283,15 +258,15 @@ class Consumer:
             ) from failed
 
     def request_stop(self) -> None:
-        """Ask ``run()`` to stop, from any thread."""
+        """Ask ``run()`` to stop, from any thread (it also stops itself to be recycled)."""
         self._stop_requested.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_requested.is_set():
             log.warning("second signal: putting back running tasks now")
-            with self._ledger.cond:
-                self._ledger.abandon = True
-                self._ledger.notify()
+            with self.ledger.cond:
+                self.ledger.abandon = True
+                self.ledger.notify()
             return
         self._stop_requested.set()
 
@@ -305,22 +280,11 @@ class Consumer:
     @property
     def failed(self) -> bool:
         """True once the dispatcher has given up (see ``ConsumerFailed``)."""
-        return self._ledger.failed is not None
+        return self.ledger.failed is not None
 
     def wake(self) -> None:
         """Tell the dispatcher that new work may be ready (cheap; any thread)."""
-        self._ledger.wake()
-
-    def check_memory(self) -> None:
-        """Past ``max_memory`` (thread workers), stop taking work so that a fresh consumer runs."""
-        if self.max_memory is None or self.worker_type == "process" \
-                or self._stop_requested.is_set():
-            return
-        rss = resident_bytes()
-        if rss is not None and rss > self.max_memory * 2**20:
-            log.info("resident memory %.0f MB passed --max-memory %g MB: stopping, to be "
-                     "replaced by a fresh one", rss / 2**20, self.max_memory)
-            self._stop_requested.set()
+        self.ledger.wake()
 
     def holds_jobs(self) -> bool:
         """True while some claimed job has not been written back by a live dispatcher.
@@ -329,13 +293,4 @@ class Consumer:
         be let go to another consumer when their leases run out.
         """
         dispatcher = self._dispatcher
-        return self._ledger.inflight > 0 and dispatcher is not None and dispatcher.alive()
-
-    def unrecorded_starts(self) -> list[tuple[int, int, float]]:
-        """``(id, attempt, started_at)`` of running jobs claimed ahead whose start is not stored."""
-        return list(self._ledger.unrecorded.values())
-
-    def starts_recorded(self, starts: list[tuple[int, int, float]]) -> None:
-        """Forget these starts: the store has them now."""
-        for job_id, attempt, _ in starts:
-            self._ledger.unrecorded.pop((job_id, attempt), None)
+        return self.ledger.inflight > 0 and dispatcher is not None and dispatcher.alive()
