@@ -738,3 +738,105 @@ def test_notify_without_a_listener_is_harmless(store: Store) -> None:
 
 def test_sqlite_store_is_what_a_path_opens(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path / "q.db")), SqliteStore)
+
+
+# -- operating the queue (history, retry by hand, pause) -------------------------------------
+
+
+def fail(job_id: int, owner: str, attempt: int, state: str = "failed") -> Outcome:
+    return Outcome(job_id, owner, attempt, state, time.time(),  # type: ignore[arg-type]
+                   error_type="ValueError", error_message="bad", traceback="tb")
+
+
+def test_history_records_every_attempt_that_did_not_end_its_call_done(store: Store) -> None:
+    (job_id,) = enqueue(store, job(max_attempts=3))
+    (a,) = store.claim("c1", 60, time.time(), 1)
+    assert store.finish([fail(job_id, "c1", a.attempt, "queued")]) == [True]
+    store.claim("c2", -1.0, time.time(), 1)
+    store.reap_expired(time.time())  # attempt 2 lost
+    (c,) = store.claim("c3", 60, time.time(), 1)
+    assert store.finish([done(job_id, "c3", c.attempt, "7")]) == [True]
+
+    detail = store.job(job_id, time.time())
+
+    assert detail is not None
+    assert (detail.state, detail.attempts, text(detail.result)) == ("done", 3, "7")
+    assert [(h.number, h.outcome, h.error_type, h.consumer) for h in detail.history] == [
+        (1, "retry", "ValueError", "c1"), (2, "lost", "WorkerLost", "c2"), (3, "done", None, "c3")]
+    assert store.job(10**15, time.time()) is None
+
+
+def test_retry_queues_a_failed_call_again_and_numbering_goes_on(store: Store) -> None:
+    (job_id,) = enqueue(store, job())
+    (a,) = store.claim("me", 60, time.time(), 1)
+    store.finish([fail(job_id, "me", a.attempt)])
+    (queued,) = enqueue(store, job())
+
+    assert store.retry(job_id, time.time()) == "failed"
+    assert store.retry(queued, time.time()) == "queued"  # not retried: it waits already
+    assert store.retry(10**15, time.time()) is None
+
+    claimed = {j.id: j for j in store.claim("me", 60, time.time(), 2)}
+    again = claimed[job_id]
+    assert again.attempt == 1  # a fresh count of attempts
+    store.finish([done(job_id, "me", again.attempt)])
+    detail = store.job(job_id, time.time())
+    assert detail is not None and detail.attempts == 2
+    assert [h.number for h in detail.history] == [1, 2]
+
+
+def test_jobs_lists_a_selection_newest_first(store: Store) -> None:
+    from minique.store.selection import Selection
+
+    first, second, third = enqueue(store, job(), job(queue="mail"), job())
+    (a,) = store.claim("me", 60, time.time(), 1)
+    store.finish([fail(a.id, "me", a.attempt)])
+
+    everything = store.jobs(Selection(), 10, time.time())
+    assert [j.id for j in everything] == [third, second, first]
+    failed = store.jobs(Selection(states=("failed",)), 10, time.time())
+    assert [(j.id, j.state, len(j.history)) for j in failed] == [(first, "failed", 1)]
+    mail = store.jobs(Selection(states=("queued",), queues=("mail",)), 10, time.time())
+    assert [j.id for j in mail] == [second]
+    assert len(store.jobs(Selection(), 2, time.time())) == 2
+
+
+def test_retry_failed_and_purge_work_on_selections(store: Store) -> None:
+    from minique.store.selection import Selection
+
+    ids = enqueue(store, *[job() for _ in range(4)])
+    for claimed in store.claim("me", 60, time.time(), 3):
+        store.finish([fail(claimed.id, "me", claimed.attempt)])
+
+    assert store.retry_failed(None, ["other-task"], time.time()) == 0
+    assert store.retry_failed(None, None, time.time()) == 3
+    with pytest.raises(ValueError):
+        store.purge(Selection(), time.time())
+    assert store.purge(Selection(states=("queued",)), time.time()) == 4
+    assert [store.read(i) for i in ids] == [None] * 4
+
+
+def test_revoke_all_and_restore_all(store: Store) -> None:
+    ids = enqueue(store, job(name="mail"), job(name="mail", eta=time.time() + 600),
+                  job(name="other"))
+    store.revoke(ids[0], time.time())  # revoked on its own: stays revoked
+
+    assert store.revoke_all("mail", time.time()) == 1
+    assert store.restore_all("mail", time.time()) == 1
+    assert [state(store, i) for i in ids] == ["revoked", "scheduled", "queued"]
+
+
+def test_a_paused_queue_is_not_claimed_until_resumed(store: Store) -> None:
+    enqueue(store, job(queue="mail"), job())
+
+    assert store.pause("mail", 1000.0) is True
+    assert store.pause("mail", 2000.0) is False
+    assert store.paused() == {"mail": 1000.0}
+    assert [j.queue for j in store.claim("me", 60, time.time(), 5)] == ["default"]
+    assert store.claim("me", 60, time.time(), 5, queues=["mail"]) == []
+
+    assert store.resume("mail") is True
+    assert store.resume("mail") is False
+    assert [j.queue for j in store.claim("me", 60, time.time(), 5)] == ["mail"]
+    assert store.running() == {"me": sorted(store.running()["me"])}
+    assert len(store.running()["me"]) == 2

@@ -36,8 +36,28 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..clock import boot_id, real_monotonic
 from ..errors import ConfigurationError, DatabaseError, DuplicateJobId, SchemaVersionError
-from .records import STATES, ClaimedJob, ConsumerInfo, JobRecord, NewJob, Outcome, Reaped
+from .records import (
+    STATES,
+    ClaimedJob,
+    ConsumerInfo,
+    JobDetail,
+    JobRecord,
+    NewJob,
+    Outcome,
+    Reaped,
+    State,
+)
 from .schema import SCHEMA_VERSION
+from .selection import (
+    DETAIL_COLUMNS,
+    HISTORY_COLUMNS,
+    REVOKED_ALL,
+    Part,
+    Selection,
+    detail,
+    parts,
+)
+from .sqlite import attempt_outcome
 
 try:
     import psycopg
@@ -90,6 +110,10 @@ _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 _CLAIM = (
     "WITH ready AS MATERIALIZED ("
     " SELECT id, priority, eta FROM jobs WHERE state = 'queued'{queues}"
+    # Read in the claim's own statement: a claim that begins after a pause
+    # commits takes nothing of that queue, on any host (an empty table but for
+    # an outage: a hashed lookup that costs nothing measurable).
+    " AND queue NOT IN (SELECT queue FROM paused_queues)"
     " ORDER BY priority DESC, eta, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
     " ranked AS (SELECT id, row_number() OVER (ORDER BY priority DESC, eta, id)"
     " <= %(start_now)s AS now FROM ready)"
@@ -106,19 +130,44 @@ _CLAIM = (
 _OURS = "owner = %s AND state = 'running' AND attempts + 1 - started = %s"
 # A batch of outcomes in one statement: the rows that still belong to the
 # attempt are written, and their ids returned.
+# The owner stays on the row: a done call's row is the record of its last
+# attempt (models.History). Every attempt that did not end its call done (nor
+# expired: it never started) gets its history row in the same statement.
 _FINISH = (
-    "UPDATE jobs j SET state = v.state, eta = COALESCE(v.eta, j.eta), result = v.result,"
-    " error_type = v.error_type, error_message = v.error_message, traceback = v.traceback,"
-    " finished_at = v.finished_at, started_at = COALESCE(v.started_at, j.started_at),"
-    " attempts = v.attempt, started = 0, owner = NULL, lease_until = NULL,"
-    " lease_boot = NULL, lease_mono = NULL"
-    " FROM unnest(%s::int8[], %s::text[], %s::int8[], %s::text[], %s::float8[], %s::bytea[],"
-    " %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[])"
+    "WITH v AS (SELECT * FROM unnest(%s::int8[], %s::text[], %s::int8[], %s::text[],"
+    " %s::float8[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::float8[],"
+    " %s::float8[], %s::text[], %s::float8[])"
     " AS v(id, owner, attempt, state, eta, result, error_type, error_message, traceback,"
-    " finished_at, started_at)"
-    " WHERE j.id = v.id AND j.owner = v.owner AND j.state = 'running'"
+    " finished_at, started_at, outcome, ended)),"
+    " written AS (UPDATE jobs j SET state = v.state, eta = COALESCE(v.eta, j.eta),"
+    " result = v.result, error_type = v.error_type, error_message = v.error_message,"
+    " traceback = v.traceback, finished_at = v.finished_at,"
+    " started_at = COALESCE(v.started_at, j.started_at), attempts = v.attempt, started = 0,"
+    " lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
+    " FROM v WHERE j.id = v.id AND j.owner = v.owner AND j.state = 'running'"
     " AND j.attempts + 1 - j.started = v.attempt"
-    " RETURNING j.id"
+    " RETURNING j.id, j.earlier_attempts, j.started_at),"
+    " history_added AS (INSERT INTO history (job_id, number, started_at, finished_at, outcome,"
+    " error_type, error_message, traceback, consumer)"
+    " SELECT w.id, w.earlier_attempts + v.attempt, w.started_at, v.ended, v.outcome,"
+    " v.error_type, v.error_message, v.traceback, v.owner"
+    " FROM written w JOIN v ON v.id = w.id WHERE v.state NOT IN ('done', 'expired')"
+    " ON CONFLICT (job_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,"
+    " finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
+    " error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,"
+    " traceback = EXCLUDED.traceback, consumer = EXCLUDED.consumer)"
+    " SELECT id FROM written"
+)
+# One attempt's history row (sqlite.py's _HISTORY_ADD): immediate mode's
+# earlier attempts, and an attempt completed after it was taken back as lost.
+_HISTORY_ADD = (
+    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
+    " error_message, traceback, consumer) SELECT id, earlier_attempts + %s,"
+    " COALESCE(%s, started_at), %s, %s, %s, %s, %s, %s FROM jobs WHERE id = %s"
+    " ON CONFLICT (job_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,"
+    " finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
+    " error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,"
+    " traceback = EXCLUDED.traceback, consumer = EXCLUDED.consumer"
 )
 # sqlite.py's _FINISH_LATE: a completed attempt whose lease was taken back still counts.
 _FINISH_LATE = (
@@ -167,6 +216,13 @@ _FAIL_LOST = (
     "UPDATE jobs SET state = 'failed', finished_at = %s, " + _LOST_END
     + " WHERE id = %s AND " + _OURS
 )
+# A lost attempt's history row, written before the row forgets its owner.
+_HISTORY_LOST = (
+    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
+    " error_message, traceback, consumer) SELECT id, earlier_attempts + attempts, started_at,"
+    " %s, 'lost', 'WorkerLost', %s, NULL, owner FROM jobs WHERE id = %s AND " + _OURS
+    + " ON CONFLICT (job_id, number) DO NOTHING"
+)
 _ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND " + _EXPIRED + " LIMIT 1"
 _REVOKE = (
     "UPDATE jobs SET state = 'revoked', finished_at = %s, error_type = 'Revoked',"
@@ -184,8 +240,11 @@ _COUNTS = (
     " THEN 'expired' ELSE state END AS status, COUNT(*) FROM jobs GROUP BY 1, 2"
 )
 _PURGE = (
-    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL"
-    " AND finished_at < %s AND state IN ('done', 'failed', 'revoked', 'expired') LIMIT %s)"
+    "WITH gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT"
+    " NULL AND finished_at < %s AND state IN ('done', 'failed', 'revoked', 'expired')"
+    " LIMIT %s) RETURNING id),"
+    " forgotten AS (DELETE FROM history WHERE job_id IN (SELECT id FROM gone))"
+    " SELECT count(*) FROM gone"
 )
 _REGISTER_CONSUMER = (
     "INSERT INTO consumers (id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers,"
@@ -216,12 +275,58 @@ _PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
 _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = %s WHERE name = %s AND next_fire = %s"
 _FIND_IDS = "SELECT id, name, created_at FROM jobs WHERE id = ANY(%s)"
 
+# -- operating the queue: not hot; batches of their own transactions (sqlite.py) ----------
+
+_DETAIL = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE id = %s"
+_HISTORY_OF = f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id = %s ORDER BY number"
+_HISTORY_OF_MANY = (
+    f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id = ANY(%s) ORDER BY job_id, number"
+)
+_LIST = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE {{where}} ORDER BY id DESC LIMIT %s"
+_STATE_AND_EXPIRY = "SELECT state, expires FROM jobs WHERE id = %s FOR UPDATE"
+_REQUEUE = (
+    "UPDATE jobs SET state = 'queued', eta = %s, expires = NULL,"
+    " earlier_attempts = earlier_attempts + attempts, attempts = 0, started = 0, suspect = 0,"
+    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL,"
+    " started_at = NULL, finished_at = NULL, result = NULL, error_type = NULL,"
+    " error_message = NULL, traceback = NULL"
+)
+_RETRY_ONE = _REQUEUE + " WHERE id = %s"
+_BATCH = (
+    "id IN (SELECT id FROM jobs WHERE ({where}) AND id > %s ORDER BY id LIMIT %s"
+    " FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+_RETRY_BATCH = _REQUEUE + " WHERE " + _BATCH
+_DELETE_BATCH = "DELETE FROM jobs WHERE " + _BATCH
+_HISTORY_DELETE = "DELETE FROM history WHERE job_id = ANY(%s)"
+_REVOKE_ALL = (
+    "UPDATE jobs SET state = 'revoked', finished_at = %s, error_type = 'Revoked',"
+    " error_message = %s WHERE " + _BATCH
+)
+_RESTORE_ALL = (
+    "UPDATE jobs SET state = CASE WHEN eta > %s THEN 'scheduled' ELSE 'queued' END,"
+    " finished_at = NULL, error_type = NULL, error_message = NULL WHERE " + _BATCH
+)
+_PAUSE = (
+    "INSERT INTO paused_queues (queue, paused_at) VALUES (%s, %s)"
+    " ON CONFLICT (queue) DO NOTHING"
+)
+_RESUME = "DELETE FROM paused_queues WHERE queue = %s"
+_PAUSED_SINCE = "SELECT queue, paused_at FROM paused_queues ORDER BY queue"
+_RUNNING = "SELECT owner, id FROM jobs WHERE state = 'running' ORDER BY id"
+ADMIN_BATCH = 500
+
 # -- the schema --------------------------------------------------------------------------
 
 _VERSION_TABLE = "minique_schema"
 # Each step brings a PostgreSQL schema from version N-1 to N (the first one
 # is created at the current version from the models, see create_statements).
-_STEPS: dict[int, list[str]] = {}
+# Each step adds what version N added to the tables that already exist; the
+# tables and indexes new in a version come from create_statements (every one
+# of them IF NOT EXISTS), run after the steps.
+_STEPS: dict[int, list[str]] = {
+    3: ["ALTER TABLE jobs ADD COLUMN IF NOT EXISTS earlier_attempts BIGINT NOT NULL DEFAULT 0"],
+}
 # A busy queue updates and deletes its rows all day: vacuum the jobs table
 # after 2 % of it changed rather than PostgreSQL's default 20 %, so that dead
 # rows do not pile up in the ready index that every claim walks (docs/postgres.md).
@@ -366,6 +471,11 @@ class Connector:
             raise ConfigurationError(
                 f"cannot use the PostgreSQL URL {location}: {secrets.scrub(_one_line(exc))}; "
                 "give one like postgresql://user:password@host:5432/dbname") from None
+        ports = [p for p in str(params.get("port") or "").split(",") if p]
+        if any(not p.isdigit() or not 0 < int(p) < 65536 for p in ports):
+            raise ConfigurationError(
+                f"cannot use the PostgreSQL URL {location}: its port {params['port']!r} is not "
+                "a port number; give one like postgresql://user:password@host:5432/dbname")
         self._extra: dict[str, Any] = {}
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             self._extra["connect_timeout"] = CONNECT_TIMEOUT
@@ -464,7 +574,7 @@ class PostgresStore:
         self._held_lock = threading.Lock()
         # Per consumer: the ids of the jobs it was handed and has not written
         # back. Only read after a claim's answer was lost with its connection,
-        # to put back what it claimed unseen (see _settle_unseen).
+        # to put back what it claimed unseen (see _unseen).
         self._held: dict[str, set[int]] = {}
         self._unsure: set[str] = set()
         self.schema = ""
@@ -658,11 +768,9 @@ class PostgresStore:
             version = self._version(conn) if exists and exists[0] else 0
             if version == SCHEMA_VERSION:
                 return
-            if version == 0:
-                statements = create_statements()
-            else:
-                statements = [s for step in range(version + 1, SCHEMA_VERSION + 1)
-                              for s in _STEPS[step]]
+            statements = [s for step in range(version + 1, SCHEMA_VERSION + 1)
+                          for s in _STEPS.get(step, ())] if version else []
+            statements += create_statements()
             for statement in statements:
                 conn.execute(statement)
             conn.execute(f"DELETE FROM {_VERSION_TABLE}")
@@ -752,13 +860,21 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._translate(exc) from None
 
-    def record_finished(self, job: NewJob, outcome: Outcome) -> None:
-        """Store a call that already ran (immediate mode) and its outcome, in one transaction."""
+    def record_finished(self, job: NewJob, outcome: Outcome,
+                        earlier: Sequence[Outcome] = ()) -> None:
+        """Store a call that already ran (immediate mode) and its outcome, in one transaction.
+
+        ``earlier`` are the outcomes of the attempts before the last (retried
+        at once), for its history.
+        """
         row = _job_row(job, job.created_at)
         with self._write() as conn:
             conn.execute(_ENQUEUE, (*row[:4], "running", *row[5:]))
             conn.execute(_MARK_RAN_HERE, (outcome.owner, outcome.attempt, job.created_at,
                                           job.id))
+            if earlier:
+                with conn.cursor() as cur:
+                    cur.executemany(_HISTORY_ADD, [_history_row(o) for o in earlier])
             self._finish_in(conn, [outcome])
 
     def revoke(self, job_id: int, now: float) -> bool:
@@ -831,13 +947,16 @@ class PostgresStore:
     ) -> tuple[list[bool], list[ClaimedJob]]:
         """Write these outcomes and claim up to ``limit`` jobs, in one transaction.
 
-        Sent in one round trip (psycopg's pipeline). A claim whose answer is
-        lost with the connection may have committed: the jobs it took are
-        put back at the consumer's next lease renewal (see ``renew``).
+        Sent in one round trip (psycopg's pipeline). A claim whose answer was
+        lost with its connection may have committed: the consumer never saw
+        the jobs it took, so its next claim first puts them back (see
+        ``_unseen``).
         """
         written_ids: set[int] = set()
         rows: list[tuple[Any, ...]] = []
         claiming = limit > 0
+        unseen = self._unseen(owner) if claiming else None
+        settle = None
         try:
             if not claiming:
                 if not outcomes:
@@ -852,6 +971,8 @@ class PostgresStore:
                 with conn.pipeline(), conn.transaction():
                     finish_cur = conn.execute(_FINISH, _finish_arrays(outcomes)) \
                         if outcomes else None
+                    if unseen is not None:
+                        settle = conn.execute(_RELEASE_UNSEEN, (owner, unseen))
                     if promote:
                         conn.execute(_PROMOTE_DUE, (now,))
                     claim_cur = conn.execute(sql, params)
@@ -864,6 +985,8 @@ class PostgresStore:
                 with self._held_lock:
                     self._unsure.add(owner)
             raise self._translate(exc) from None
+        if settle is not None:
+            self._settled(owner, settle.rowcount)
         written = [o.id in written_ids for o in outcomes]
         if not all(written):
             written = self._finish_late(outcomes, written)
@@ -871,6 +994,26 @@ class PostgresStore:
         jobs.sort(key=_hand_out_order)
         self._track(outcomes, owner, jobs)
         return written, jobs
+
+    def _unseen(self, owner: str) -> list[int] | None:
+        """If a claim of ``owner``'s may have committed unseen: the ids it does hold, else None.
+
+        Every running row of ``owner`` but these was claimed by a transaction
+        whose answer never came (the connection broke after its commit): the
+        consumer never ran them, and the next claim or renewal puts them back
+        without using an attempt.
+        """
+        with self._held_lock:
+            if owner not in self._unsure:
+                return None
+            return list(self._held.get(owner, ()))
+
+    def _settled(self, owner: str, released: int) -> None:
+        with self._held_lock:
+            self._unsure.discard(owner)
+        if released:
+            log.warning("put back %d task(s) claimed by a transaction whose answer was lost "
+                        "with its connection (they had not started)", released)
 
     def _claim_params(self, owner: str, lease: float, now: float, limit: int,
                       queues: Sequence[str] | None, start_now: int | None) -> dict[str, object]:
@@ -891,6 +1034,8 @@ class PostgresStore:
                 if conn.execute(_FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
                                                outcome.started_at, outcome.id)).rowcount == 1:
                     written[i] = True
+                    # Its history row said lost: it says done now.
+                    conn.execute(_HISTORY_ADD, _history_row(outcome))
                     log.warning("job %s finished after its lease was taken back; its result "
                                 "is kept and it will not run again", outcome.id)
         return written
@@ -901,7 +1046,7 @@ class PostgresStore:
         return [o.id in done for o in outcomes]
 
     def _track(self, outcomes: Sequence[Outcome], owner: str, jobs: list[ClaimedJob]) -> None:
-        # The jobs each consumer holds, for _settle_unseen: a set update per
+        # The jobs each consumer holds, for _unseen: a set update per
         # batch, not per statement.
         with self._held_lock:
             for outcome in outcomes:
@@ -933,23 +1078,18 @@ class PostgresStore:
         puts back the jobs ``owner`` holds in the database but was never
         handed (they had not started; no attempt is used).
         """
-        with self._held_lock:
-            unsure = owner in self._unsure
-            held = list(self._held.get(owner, ()))
+        unseen = self._unseen(owner)
+        released = 0
         with self._write() as conn:
-            if unsure:
-                unseen = conn.execute(_RELEASE_UNSEEN, (owner, held)).rowcount
-                if unseen:
-                    log.warning("put back %d task(s) claimed by a transaction whose answer was "
-                                "lost with its connection", unseen)
+            if unseen is not None:
+                released = conn.execute(_RELEASE_UNSEEN, (owner, unseen)).rowcount
             if started:
                 with conn.cursor() as cur:
                     cur.executemany(_RECORD_START, [(at, job_id, owner, attempt)
                                                     for job_id, attempt, at in started])
             renewed = conn.execute(_RENEW, (lease, real_monotonic() + lease, owner)).rowcount
-        if unsure:
-            with self._held_lock:
-                self._unsure.discard(owner)
+        if unseen is not None:
+            self._settled(owner, released)
         return renewed
 
     def release(self, owner: str, jobs: Sequence[tuple[int, int]] | None = None) -> int:
@@ -996,24 +1136,33 @@ class PostgresStore:
                     message = f"attempt {attempt} was claimed but its start not recorded: {why}"
                     conn.execute(_REQUEUE_LOST, (message, *ours))
                 elif again:
-                    conn.execute(_REQUEUE_LOST, (f"attempt {attempt} was lost: {why}", *ours))
+                    message = f"attempt {attempt} was lost: {why}"
+                    conn.execute(_HISTORY_LOST, (now, message, *ours))
+                    conn.execute(_REQUEUE_LOST, (message, *ours))
                 else:
-                    conn.execute(_FAIL_LOST, (now, f"attempt {attempt} was lost ({why}) and no "
-                                                  "attempts remain", *ours))
+                    message = f"attempt {attempt} was lost ({why}) and no attempts remain"
+                    conn.execute(_HISTORY_LOST, (now, message, *ours))
+                    conn.execute(_FAIL_LOST, (now, message, *ours))
                 reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
                                      "queued" if again or not started else "failed",
                                      bool(started)))
         return reaped
 
-    def purge_finished(self, before: float, batch: int = 1000) -> int:
-        """Delete finished jobs older than ``before``, a batch per transaction; how many."""
+    def purge_finished(self, before: float, batch: int = 1000,
+                       batches: int | None = None) -> int:
+        """Delete finished jobs older than ``before``, a batch per transaction; how many.
+
+        At most ``batches`` transactions if given.
+        """
         total = 0
-        while True:
+        for _ in itertools.count() if batches is None else range(batches):
             with self._write() as conn:
-                deleted = conn.execute(_PURGE, (before, batch)).rowcount
+                row = conn.execute(_PURGE, (before, batch)).fetchone()
+            deleted = int(row[0]) if row else 0
             total += deleted
             if deleted < batch:
-                return total
+                break
+        return total
 
     def register_consumer(self, info: ConsumerInfo) -> None:
         """Record a consumer's identity so that others can tell when it is gone."""
@@ -1069,8 +1218,125 @@ class PostgresStore:
         """``(name, crontab, next_fire)`` of every stored periodic slot."""
         return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]
 
+    # -- operating the queue -----------------------------------------------------------
+
+    def job(self, job_id: int, now: float) -> JobDetail | None:
+        """Everything stored about a job, with its history; None if there is none."""
+        rows = self._read(_DETAIL, (job_id,))
+        if not rows:
+            return None
+        return detail(rows[0], self._read(_HISTORY_OF, (job_id,)), now)
+
+    def jobs(self, selection: Selection, limit: int, now: float) -> list[JobDetail]:
+        """Up to ``limit`` jobs of ``selection``, newest first, each with its history."""
+        found: list[tuple[Any, ...]] = []
+        for part in parts(selection, now, "%s"):
+            found += self._read(_LIST.format(where=part.where), (*part.params, limit))
+        found.sort(key=lambda row: int(row[0]), reverse=True)
+        found = found[:limit]
+        history: dict[int, list[tuple[Any, ...]]] = {}
+        if found:
+            for row in self._read(_HISTORY_OF_MANY, ([r[0] for r in found],)):
+                history.setdefault(int(row[0]), []).append(row)
+        return [detail(row, history.get(int(row[0]), []), now) for row in found]
+
+    def retry(self, job_id: int, now: float) -> State | None:
+        """Queue a failed, expired or revoked job again, with a fresh count of attempts.
+
+        Returns the status it had (it was queued again only if that is one of
+        those three), or None if there is no such job. Its history is kept.
+        """
+        with self._write() as conn:
+            rows = conn.execute(_STATE_AND_EXPIRY, (job_id,)).fetchall()
+            if not rows:
+                return None
+            state, expires = rows[0]
+            if state in ("queued", "scheduled") and expires is not None and expires <= now:
+                state = "expired"
+            if state in ("failed", "expired", "revoked"):
+                conn.execute(_RETRY_ONE, (now, job_id))
+                conn.execute(_NOTIFY, (self.channel,))
+        return state  # type: ignore[no-any-return]
+
+    def retry_failed(self, queues: Sequence[str] | None, names: Sequence[str] | None,
+                     now: float) -> int:
+        """``retry`` every failed job (of these queues and task names); how many."""
+        selection = Selection(("failed",), _tuple(queues), _tuple(names))
+        return self._batches(_RETRY_BATCH, parts(selection, now, "%s"), (now,), notify=True)
+
+    def purge(self, selection: Selection, now: float) -> int:
+        """Delete the jobs of ``selection`` and their history; how many.
+
+        Raises ``ValueError`` for a selection that may hold running jobs.
+        """
+        if selection.states is None or "running" in selection.states:
+            raise ValueError("running jobs cannot be purged: their consumers own them")
+        return self._batches(_DELETE_BATCH, parts(selection, now, "%s"), (),
+                             forget_history=True)
+
+    def revoke_all(self, name: str, now: float) -> int:
+        """Revoke every queued or scheduled job of task ``name``; how many."""
+        selection = Selection(("queued", "scheduled"), None, (name,))
+        return self._batches(_REVOKE_ALL, parts(selection, now, "%s"), (now, REVOKED_ALL))
+
+    def restore_all(self, name: str, now: float) -> int:
+        """Queue again (or schedule, if their eta is later) the jobs ``revoke_all`` revoked."""
+        part = Part("state = 'revoked' AND name = %s AND error_message = %s", (name, REVOKED_ALL))
+        return self._batches(_RESTORE_ALL, [part], (now,), notify=True)
+
+    def _batches(self, statement: str, where: Sequence[Part], params: tuple[object, ...],
+                 forget_history: bool = False, notify: bool = False) -> int:
+        # Each batch its own transaction, walking the ids upwards. A row that
+        # a consumer holds locked at that moment is being claimed: it is left
+        # alone, as a call that started would be.
+        total = 0
+        for part in where:
+            sql = statement.format(where=part.where)
+            after = -1
+            while True:
+                with self._write() as conn:
+                    ids = [int(r[0]) for r in conn.execute(
+                        sql, (*params, *part.params, after, ADMIN_BATCH)).fetchall()]
+                    if forget_history and ids:
+                        conn.execute(_HISTORY_DELETE, (ids,))
+                    if notify and ids:
+                        conn.execute(_NOTIFY, (self.channel,))
+                total += len(ids)
+                if len(ids) < ADMIN_BATCH:
+                    break
+                after = max(ids)
+        return total
+
+    def pause(self, queue: str, now: float) -> bool:
+        """Stop claims from taking jobs of ``queue``; False if it was paused already."""
+        with self._write() as conn:
+            return conn.execute(_PAUSE, (queue, now)).rowcount == 1
+
+    def resume(self, queue: str) -> bool:
+        """Let claims take jobs of ``queue`` again; False if it was not paused."""
+        with self._write() as conn:
+            resumed = conn.execute(_RESUME, (queue,)).rowcount == 1
+            if resumed:
+                conn.execute(_NOTIFY, (self.channel,))
+        return resumed
+
+    def paused(self) -> dict[str, float]:
+        """The paused queues, each with the epoch time it was paused."""
+        return {str(q): float(at) for q, at in self._read(_PAUSED_SINCE)}
+
+    def running(self) -> dict[str, list[int]]:
+        """The ids of the running jobs, by the consumer that owns them."""
+        found: dict[str, list[int]] = {}
+        for owner, job_id in self._read(_RUNNING):
+            found.setdefault(str(owner), []).append(int(job_id))
+        return found
+
 
 # -- rows -------------------------------------------------------------------------------
+
+
+def _tuple(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _bytes(value: str | bytes | None) -> bytes | None:
@@ -1092,8 +1358,16 @@ def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
         [o.error_message for o in outcomes], [o.traceback for o in outcomes],
         [o.finished_at if o.state in ("done", "failed", "expired") else None
          for o in outcomes],
-        [o.started_at for o in outcomes],
+        [o.started_at for o in outcomes], [attempt_outcome(o) for o in outcomes],
+        [o.finished_at for o in outcomes],  # when the attempt ended, for its history
     )
+
+
+def _history_row(outcome: Outcome) -> tuple[object, ...]:
+    # The attempt's number in the call's whole life: earlier_attempts + attempt.
+    return (outcome.attempt, outcome.started_at, outcome.finished_at, attempt_outcome(outcome),
+            outcome.error_type, outcome.error_message, outcome.traceback, outcome.owner,
+            outcome.id)
 
 
 def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
