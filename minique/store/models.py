@@ -156,9 +156,11 @@ INDEXES = (
 def render_ddl(database: pw.Database) -> list[str]:
     """The statements ``database.create_tables`` would run for every model, without running them.
 
-    Through peewee's public API: the models are bound to ``database`` (a
-    subclass per engine, so each renders its own types) and the statements
-    are collected where peewee would execute them.
+    Through peewee's public API: a subclass of each model is bound to
+    ``database`` (an engine's database object, which renders that engine's
+    types), and the statements are collected where peewee would execute
+    them. The models themselves are left as they are, so another thread
+    using them meanwhile is not disturbed.
     """
     statements: list[str] = []
 
@@ -168,8 +170,12 @@ def render_ddl(database: pw.Database) -> list[str]:
         statements.append(sql)
 
     database.execute_sql = collect  # type: ignore[method-assign]
-    with database.bind_ctx(MODELS):
-        database.create_tables(MODELS, safe=True)
+    bound = [type(model.__name__, (model,), {
+        "Meta": type("Meta", (), {"database": database,
+                                  "table_name": model._meta.table_name}),
+        "__module__": __name__,
+    }) for model in MODELS]
+    database.create_tables(bound, safe=True)
     return statements
 
 
