@@ -1,4 +1,4 @@
-"""``minique consume`` and ``minique status``."""
+"""``minique consume`` and ``minique status``; the commands that operate a queue: cli_operations."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from . import cli_operations as operations
 from .app import Minique, sum_counts
 from .errors import ConsumerFailed, MiniqueError
 from .records import ConsumerStatus
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument("-v", "--verbose", action="store_true",
                       help="print the traceback of a target that fails to import")
+    operations.add_commands(commands)
     return parser
 
 
@@ -357,7 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``minique`` command."""
     args = build_parser().parse_args(argv)
     try:
-        mq = load_target(args.target)
+        # Commands that read or operate the queue also take the database itself.
+        mq = load_target(args.target) if args.command == "consume" \
+            else operations.open_target(args.target, load_target)
+    except FileNotFoundError as exc:
+        print(f"minique: {exc}", file=sys.stderr)
+        return 2
     except TargetError as exc:
         cause = exc.__cause__
         if cause is not None and args.verbose:
@@ -368,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "consume":
         # Logging is set up after the import, so that the application's own setup wins.
         return consume(mq, args)
+    if args.command in operations.COMMANDS:
+        return operations.run(mq, args)
     return status(mq, args.json)
 
 

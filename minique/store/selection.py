@@ -22,6 +22,14 @@ from .records import STATES, AttemptRecord, JobDetail, State
 
 # Stored in these states, a call past its expiry reads "expired".
 _WAITING = ("queued", "scheduled")
+# States that few rows are in, each with a partial index (jobs_running,
+# jobs_scheduled): their parts look the rows up through it. Left to itself,
+# SQLite scans the whole table backwards by id rather than sort a few rows.
+_FEW = frozenset({"running", "scheduled"})
+
+
+def _few(where: str) -> str:
+    return f"id IN (SELECT id FROM jobs WHERE {where})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +83,20 @@ def parts(selection: Selection, now: float, mark: str = "?") -> list[Part]:
     else:
         wanted = list(dict.fromkeys(states))
         for state in wanted:
+            # The state as a literal: SQLite uses a partial index only for a
+            # query that repeats its term word for word.
+            where = f"state = '{state}'"
+            params: list[object] = []
             if state in _WAITING:
                 # Not yet past its expiry: a call past it reads "expired".
-                found.append((f"state = '{state}' AND (expires IS NULL OR expires > {mark})",
-                              [now]))
-            else:
-                # A literal: SQLite uses the jobs_failed partial index only
-                # for a query that repeats its term word for word.
-                found.append((f"state = '{state}'", []))
+                where += f" AND (expires IS NULL OR expires > {mark})"
+                params.append(now)
+            found.append((_few(where) if state in _FEW else where, params))
         if "expired" in wanted:
-            found.append((f"state IN ('queued', 'scheduled') AND expires <= {mark}", [now]))
-    return [Part(" AND ".join([f"({where})", *common]), (*params, *common_params))
-            for where, params in found]
+            for waiting in _WAITING:
+                found.append((_few(f"state = '{waiting}' AND expires <= {mark}"), [now]))
+    return [Part(" AND ".join([f"({cond})", *common]), (*values, *common_params))
+            for cond, values in found]
 
 
 def status_sql(mark: str = "?") -> tuple[str, int]:

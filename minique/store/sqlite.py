@@ -1465,6 +1465,7 @@ class SqliteStore:
             sql = statement.format(where=part.where)
             after = -1
             while True:
+                began = real_monotonic()
                 with self._write() as conn:
                     ids = conn.execute(sql, (*params, *part.params, after,
                                              ADMIN_BATCH)).fetchall()
@@ -1474,6 +1475,10 @@ class SqliteStore:
                 if len(ids) < ADMIN_BATCH:
                     break
                 after = max(job_id for (job_id,) in ids)
+                # Leave the lock free as long as the batch held it: SQLite
+                # queues no one, and a producer polling for the lock would
+                # otherwise keep finding it taken by the next batch.
+                time.sleep(real_monotonic() - began)
         return total
 
     def pause(self, queue: str, now: float) -> bool:
