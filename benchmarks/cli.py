@@ -1,5 +1,9 @@
 """``python -m benchmarks [--quick] [--only SCENARIO ...] [--repeats N]``.
 
+``python -m benchmarks --postgres [--dsn URL] [--quick] [--only SCENARIO ...]`` runs
+minique's PostgreSQL store beside Procrastinate 3 instead (``benchmarks/postgres.py``),
+on a throwaway cluster of its own or on the database of ``--dsn``.
+
 ``python -m benchmarks --only chaos [--duration SECONDS] [--database PATH_OR_URL]`` runs
 the chaos soak instead (``benchmarks/chaos.py``): it measures no speed, it checks
 what minique promises when processes are killed.
@@ -17,7 +21,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import chaos
+from . import chaos, postgres
 from .procs import ROOT, BenchError
 from .report import machine, stderr, summary, table, write_json
 from .scenarios import FULL, QUICK, SCENARIOS, Bench
@@ -45,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default benchmarks/results)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder of databases and logs")
+    pg = parser.add_argument_group("the PostgreSQL store beside Procrastinate (--postgres)")
+    pg.add_argument("--postgres", action="store_true",
+                    help="minique's PostgreSQL store against Procrastinate 3 on the same "
+                         f"server; scenarios {', '.join(postgres.SCENARIOS)}")
+    pg.add_argument("--dsn", default=None, metavar="URL",
+                    help="the PostgreSQL database to run on (each measurement makes and drops "
+                         "a schema of its own in it); default: a throwaway cluster started "
+                         "for the run")
     soak = parser.add_argument_group("the chaos soak (--only chaos)")
     soak.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                       help="how long processes are killed (default 180)")
@@ -83,9 +95,27 @@ def compile_sources() -> None:
         compileall.compile_dir(ROOT / package, quiet=1)
 
 
+def postgres_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--postgres``: minique's PostgreSQL store beside Procrastinate (benchmarks/postgres.py)."""
+    if args.only and not set(args.only) <= set(postgres.SCENARIOS):
+        parser.error(f"--postgres runs the scenarios {', '.join(postgres.SCENARIOS)}; "
+                     f"not {', '.join(s for s in args.only if s not in postgres.SCENARIOS)}")
+    if any(getattr(args, name) is not None for name in CHAOS_OPTIONS):
+        parser.error("the chaos soak's options do not apply to --postgres")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    compile_sources()
+    return postgres.main(args.quick, args.only, args.repeats, args.dsn, args.results_dir,
+                         args.keep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dsn is not None and not args.postgres:
+        parser.error("--dsn is the database of the PostgreSQL run: add --postgres")
+    if args.postgres:
+        return postgres_run(parser, args)
     if args.only and "chaos" in args.only:
         if len(args.only) > 1 or args.quick or args.repeats is not None:
             parser.error("--only chaos runs the chaos soak alone, without --quick or --repeats")

@@ -1,6 +1,8 @@
 """The benchmark tasks on minique; ``BENCH_DB`` and ``BENCH_MODE`` pick the file and pairing.
 
 ``durable`` is ``synchronous="full"``; ``fast`` is minique's default, ``"normal"``.
+``BENCH_DB`` may be a PostgreSQL URL (``benchmarks/postgres.py``, mode ``postgres``):
+any mode but ``durable`` gives ``"normal"``, the only setting that store takes.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Any
 
 
 def _app(system: str) -> ModuleType:
-    if system not in ("minique", "huey"):
-        raise SystemExit(f"probe: unknown system {system!r}; use minique or huey")
+    if system not in ("minique", "huey", "procrastinate"):
+        raise SystemExit(f"probe: unknown system {system!r}; use minique, huey or procrastinate")
     return importlib.import_module(f"benchmarks.{system}_app")
 
 

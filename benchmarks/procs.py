@@ -28,7 +28,7 @@ class BenchError(RuntimeError):
     """A measurement could not be taken (a process failed or timed out); says which and why."""
 
 
-def environment(db: Path, mode: str, marker: Path | None = None,
+def environment(db: Path | str, mode: str, marker: Path | None = None,
                 marks: Iterable[int] = ()) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -50,7 +50,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Probe:
     """A ``benchmarks.probe`` process: a producer of one system."""
 
-    def __init__(self, system: str, mode: str, db: Path, action: str, *args: object,
+    def __init__(self, system: str, mode: str, db: Path | str, action: str, *args: object,
                  log: Path) -> None:
         self.what = f"probe {system} {action} {' '.join(map(str, args))}".strip()
         self.log = log
@@ -96,7 +96,7 @@ class Probe:
             self.popen.wait(10)
 
 
-def run_probe(system: str, mode: str, db: Path, action: str, *args: object, log: Path,
+def run_probe(system: str, mode: str, db: Path | str, action: str, *args: object, log: Path,
               timeout: float) -> dict[str, Any]:
     """Run one probe to the end and return its figures."""
     return Probe(system, mode, db, action, *args, log=log).result(timeout)
@@ -107,6 +107,9 @@ def consumer_command(system: str, workers: int, flags: Sequence[str] = ()) -> li
     if system == "minique":
         return [sys.executable, "-m", "minique", "consume", "benchmarks.minique_app",
                 "-w", str(workers), *flags]
+    if system == "procrastinate":  # one asyncio worker running ``workers`` jobs at once
+        return [sys.executable, "-m", "procrastinate", "--app=benchmarks.procrastinate_app.app",
+                "worker", f"--concurrency={workers}", *flags]
     return [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.huey_app.huey",
             "-w", str(workers), "-k", "thread", *flags]
 
@@ -114,7 +117,7 @@ def consumer_command(system: str, workers: int, flags: Sequence[str] = ()) -> li
 class ConsumerProc:
     """A consumer process of one system; ``started``: the epoch time just before its spawn."""
 
-    def __init__(self, system: str, mode: str, db: Path, workers: int, log: Path,
+    def __init__(self, system: str, mode: str, db: Path | str, workers: int, log: Path,
                  marker: Path | None = None, marks: Iterable[int] = (),
                  flags: Sequence[str] = ()) -> None:
         self.system = system

@@ -58,9 +58,9 @@ def _figure(value: float | None, unit: str, row: Row) -> str:
     return f"{value:,.0f}"
 
 
-def table(rows: list[Row]) -> str:
-    """scenario | minique | Huey | ratio (minique ÷ Huey) | target | holds?"""
-    lines = ["| scenario | minique | Huey | ratio | target | holds? |",
+def table(rows: list[Row], peer: str = "Huey") -> str:
+    """scenario | minique | peer | ratio (minique ÷ peer) | target | holds?"""
+    lines = [f"| scenario | minique | {peer} | ratio | target | holds? |",
              "|---|--:|--:|--:|---|---|"]
     for row in rows:
         ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
@@ -68,13 +68,19 @@ def table(rows: list[Row]) -> str:
         if row.holds is None and row.target != "—":
             holds = "n/a"
         lines.append(f"| {row.label} | {_figure(row.minique, row.unit, row)} | "
-                     f"{_figure(row.huey, row.unit, row)} | {ratio} | {row.target} | {holds} |")
+                     f"{_figure(row.peer, row.unit, row)} | {ratio} | {row.target} | {holds} |")
     return "\n".join(lines)
 
 
-def write_json(path: Path, payload: dict[str, Any], rows: list[Row]) -> None:
+def write_json(path: Path, payload: dict[str, Any], rows: list[Row], peer: str = "huey") -> None:
+    """The run's raw figures and its rows; each row names the peer's figure by the peer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "rows": [asdict(row) for row in rows]}
+
+    def named(row: Row) -> dict[str, Any]:
+        fields = asdict(row)
+        return {(peer if key == "peer" else key): value for key, value in fields.items()}
+
+    payload = {**payload, "rows": [named(row) for row in rows]}
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 

@@ -1,8 +1,9 @@
-"""The rows of the table and issue 4's targets, as ratios against Huey in the same run.
+"""The rows of the table and their targets, as ratios against a peer in the same run.
 
 Each row has a key that the scenarios fill with per-repeat figures for
-``minique`` and ``huey``; the table shows their medians, the ratio
-minique ÷ Huey, the target, and whether it holds.
+``minique`` and its peer (``huey`` beside the SQLite store, ``procrastinate``
+beside the PostgreSQL store, ``benchmarks/postgres.py``); the table shows
+their medians, the ratio minique ÷ peer, the target, and whether it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ Figures = dict[str, dict[str, list[float]]]  # row key -> system -> one figure p
 
 @dataclass(frozen=True)
 class Target:
-    """A target for one row: its text, and a test of (minique, huey, all medians)."""
+    """A target for one row: its text, and a test of (minique, peer, all medians)."""
 
     text: str
     test: Callable[[float, float | None, dict[str, dict[str, float]]], bool | None]
@@ -54,7 +55,7 @@ class RowSpec:
     label: str
     unit: str  # "/s", "ms", "%", "MiB", "tasks", "recovered"
     target: Target | None = None
-    huey_from: str | None = None  # take the Huey column from another row
+    peer_from: str | None = None  # take the peer's column from another row
 
 
 def row_specs(growth: tuple[int, ...]) -> list[RowSpec]:
@@ -66,7 +67,7 @@ def row_specs(growth: tuple[int, ...]) -> list[RowSpec]:
                     "/s", at_least_times(1.0)),
             RowSpec(f"enqueue.map.{mode}", f"enqueue with map vs Huey one at a time ({mode})",
                     "/s", at_least_times(10.0 if durable else 2.0),
-                    huey_from=f"enqueue.serial.{mode}"),
+                    peer_from=f"enqueue.serial.{mode}"),
             RowSpec(f"producers.{mode}", f"enqueue, 4 producer processes, total ({mode})",
                     "/s", at_least_times(1.0)),
             RowSpec(f"drain.w1.{mode}", f"drain, 1 worker ({mode})", "/s",
@@ -116,15 +117,15 @@ class Row:
     label: str
     unit: str
     minique: float | None
-    huey: float | None
+    peer: float | None
     ratio: float | None
     target: str
     holds: bool | None
     repeats: dict[str, list[float]]
 
 
-def build_rows(specs: list[RowSpec], figures: Figures) -> list[Row]:
-    """Medians per row and system, the ratio, and the verdict on each target."""
+def build_rows(specs: list[RowSpec], figures: Figures, peer: str = "huey") -> list[Row]:
+    """Medians per row and system, the ratio minique ÷ ``peer``, and each target's verdict."""
     # A row of tries (recovered or not) shows the share of them; every other row the median.
     medians = {key: {system: _summary(key, values) for system, values in per.items() if values}
                for key, per in figures.items()}
@@ -134,7 +135,7 @@ def build_rows(specs: list[RowSpec], figures: Figures) -> list[Row]:
         if not per:
             continue
         m = per.get("minique")
-        h = medians.get(spec.huey_from or spec.key, {}).get("huey")
+        h = medians.get(spec.peer_from or spec.key, {}).get(peer)
         ratio = m / h if m is not None and h else None
         holds = None
         if spec.target is not None and m is not None:
