@@ -11,13 +11,14 @@ from .errors import (
     TaskError,
     TaskTimeout,
 )
+from .events import Event
 from .job import Job, JobAttempt
 from .result import Result
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigurationError", "DatabaseError", "Job", "JobAttempt", "Minique", "Result",
+    "ConfigurationError", "DatabaseError", "Event", "Job", "JobAttempt", "Minique", "Result",
     "ResultTimeout", "Retry",
     "SerializationError", "TaskError", "TaskTimeout", "crontab",
 ]

@@ -25,6 +25,7 @@ from .errors import (
     OptionError,
     SerializationError,
 )
+from .events import Events, Handler
 from .hooks import Attempt, TaskHook
 from .ids import new_id, new_ids
 from .job import Job, job_from
@@ -119,6 +120,8 @@ class Minique:
         self.stop_hooks: list[Callable[[Consumer], None]] = []
         self._local_wakers: list[Callable[[], None]] = []
         self._next_sweep = 0.0  # real_monotonic() of the next sweep of old results
+        #: The handlers of ``@mq.on(...)``.
+        self.events = Events(self)
         _queues.add(self)
 
     def configure(
@@ -275,6 +278,19 @@ class Minique:
 
     # -- hooks -------------------------------------------------------------------
 
+    def on(self, name: str) -> Callable[[Handler], Handler]:
+        """``@mq.on("failed")``: call the function with an ``Event`` each time that happens.
+
+        The events: ``"enqueued"`` (in the producer), ``"started"``,
+        ``"done"``, ``"retrying"``, ``"failed"``, ``"expired"``, ``"lost"``,
+        ``"cancelled"`` (in the consumer) and ``"revoked"`` (where
+        ``Result.revoke`` is called). A handler runs after the change is
+        committed; one that raises is logged and changes nothing. In
+        immediate mode all of them run in the caller. Raises ``ValueError``
+        for a name that is not an event.
+        """
+        return self.events.on(name)
+
     def around_task(self, hook: TaskHook) -> TaskHook:
         """Register ``hook(attempt)`` returning a context manager that wraps each task run.
 
@@ -374,6 +390,8 @@ class Minique:
             self._store_new([job], now)
         if real_monotonic() >= self._next_sweep:
             self._sweep()
+        if self.events.wanted("enqueued") and not self.immediate:
+            self.events.emit_now("enqueued", [job.id])
         return Result(self, str(job.id), job.name)
 
     def enqueue_many(
@@ -396,6 +414,8 @@ class Minique:
             self._store_new(jobs, now)
         if real_monotonic() >= self._next_sweep:
             self._sweep()
+        if self.events.wanted("enqueued") and not self.immediate:
+            self.events.emit_now("enqueued", [job.id for job in jobs])
         return [Result(self, str(job.id), job.name) for job in jobs]
 
     def _sweep(self) -> None:
@@ -474,6 +494,9 @@ class Minique:
                 break
             earlier.append(outcome)
         self.store.record_finished(job, outcome, earlier)
+        # As a producer and a consumer would: this caller is both.
+        self.events.emit_now("enqueued", [job.id])
+        self.events.outcomes_now([*earlier, outcome])
 
     def fire_periodic(
         self, task: Task[[], Any], slot: float, next_fire: float, now: float, *,
@@ -679,12 +702,26 @@ class Minique:
         """The queues paused now (``pause``)."""
         return set(self.store.paused())
 
+    def revoke_stored(self, key: int) -> bool:
+        """``Result.revoke``'s work on the stored call ``key``: True if it will not run.
+
+        Runs the ``"revoked"`` handlers when this call revoked it.
+        """
+        waiting = False
+        if self.events.wanted("revoked"):
+            record = self.store.read(key)
+            waiting = record is not None and record.state in ("queued", "scheduled")
+        revoked = self.store.revoke(key, time.time())
+        if revoked and waiting:
+            self.events.emit_now("revoked", [key])
+        return revoked
+
     def revoke_all(self, task: str | Task[Any, Any]) -> int:
         """Revoke every call of ``task`` (its name or the task) that has not started; how many.
 
-        As ``Result.revoke`` does for each. Calls made afterwards are not
-        affected (unlike Huey's ``revoke()``): pause the queue to hold them.
-        ``restore_all`` undoes it.
+        As ``Result.revoke`` does for each (without their ``"revoked"``
+        events). Calls made afterwards are not affected (unlike Huey's
+        ``revoke()``): pause the queue to hold them. ``restore_all`` undoes it.
         """
         return self.store.revoke_all(_task_name(task), time.time())
 

@@ -113,7 +113,7 @@ class Result(Generic[R]):
 
         Raises ``LookupError`` if the database holds no such task, as ``status`` does.
         """
-        if self._mq.store.revoke(self._key(), time.time()):
+        if self._mq.revoke_stored(self._key()):
             return True
         self._record()  # raises LookupError for an id the database does not hold
         return False

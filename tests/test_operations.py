@@ -1,9 +1,8 @@
 """Operating the queue from Python: find calls, read their history, retry, purge, pause.
 
-Every test runs on a real SQLite file, with real consumer threads where a
-consumer matters. (The PostgreSQL store joins ``ENGINES`` once it implements
-the operators' methods of minique/store/base.py: see
-/work/notes/postgres-needs.md.)
+Every test runs on a real SQLite file and on a fresh PostgreSQL schema (the
+``pg_dsn`` fixture of conftest.py; skipped without a server, outside CI), with
+real consumer threads where a consumer matters; the schema tests are SQLite's.
 """
 
 from __future__ import annotations
@@ -25,24 +24,55 @@ from minique.consumer import Consumer
 from minique.store import Outcome
 from minique.store.models import SCHEMA_VERSION
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgres"]
+Raw = Callable[..., list[tuple[Any, ...]]]
 
 
 @pytest.fixture(params=ENGINES)
-def mq(request: pytest.FixtureRequest, db_path: Path) -> Minique:
+def location(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """Where the queue lives: a SQLite file, or a fresh PostgreSQL schema (its URL)."""
+    if request.param == "sqlite":
+        return str(db_path)
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def mq(location: str) -> Minique:
     """A queue on a fresh database of each engine."""
-    return Minique(db_path)
+    return Minique(location)
+
+
+@pytest.fixture
+def sqlite_only(location: str) -> None:
+    if location.startswith("postgres"):
+        pytest.skip("about the SQLite file itself")
+
+
+@pytest.fixture
+def raw(location: str) -> Raw:
+    """Run one statement on the data directly, as another program would (``?`` placeholders)."""
+
+    def run(statement: str, *params: object) -> list[tuple[Any, ...]]:
+        if location.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(location, autocommit=True) as conn:
+                cur = conn.execute(statement.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else []
+        return sql(Path(location), statement, params)
+
+    return run
 
 
 def sql(db_path: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on the file directly, as another program would, and commit."""
+    """Run one statement on the SQLite file directly, as another program would, and commit."""
     with closing(sqlite3.connect(db_path)) as db, db:
         return db.execute(statement, params).fetchall()
 
 
-def producer_task(db_path: Path, **options: Any) -> Any:
-    """The task ``fine`` of another ``Minique`` on the file: another producer's connection."""
-    producer = Minique(db_path, **options)
+def producer_task(location: str, **options: Any) -> Any:
+    """The task ``fine`` of another ``Minique`` on the data: another producer's connection."""
+    producer = Minique(location, **options)
 
     @producer.task(name="fine")
     def fine(*args: Any) -> None: ...
@@ -145,13 +175,13 @@ def test_jobs_refuses_a_status_that_does_not_exist(mq: Minique) -> None:
         mq.jobs(limit=0)
 
 
-def test_a_call_past_its_expiry_lists_as_expired_not_queued(mq: Minique) -> None:
+def test_a_call_past_its_expiry_lists_as_expired_not_queued(mq: Minique, raw: Raw) -> None:
     @mq.task(name="late", expires=dt.timedelta(seconds=30))
     def late() -> None: ...
 
     gone = late()
     fresh = late()
-    sql(mq.path, "UPDATE jobs SET expires = 1 WHERE id = ?", (int(gone.id),))  # type: ignore[arg-type]
+    raw("UPDATE jobs SET expires = 1 WHERE id = ?", int(gone.id))
 
     assert [j.id for j in mq.jobs(status="expired")] == [gone.id]
     assert [j.id for j in mq.jobs(status="queued")] == [fresh.id]
@@ -160,7 +190,8 @@ def test_a_call_past_its_expiry_lists_as_expired_not_queued(mq: Minique) -> None
     assert job.error is not None and job.error.error_type == "Expired"
 
 
-def test_job_whose_arguments_cannot_be_decoded_says_why(mq: Minique, db_path: Path) -> None:
+def test_job_whose_arguments_cannot_be_decoded_says_why(
+        mq: Minique, db_path: Path, sqlite_only: None) -> None:
     @mq.task(name="noop")
     def noop(x: int) -> None: ...
 
@@ -280,7 +311,7 @@ def test_immediate_mode_records_every_attempt(mq: Minique) -> None:
 
 
 def test_calls_that_succeed_write_no_history_row(
-        mq: Minique, db_path: Path, start_consumer: Callable[..., Consumer]) -> None:
+        mq: Minique, raw: Raw, start_consumer: Callable[..., Consumer]) -> None:
     # The drain stays as fast as it was: a done attempt is recorded by its row.
     @mq.task(name="noop")
     def noop(i: int) -> int:
@@ -290,7 +321,7 @@ def test_calls_that_succeed_write_no_history_row(
     start_consumer(mq)
     assert [r.get(timeout=10) for r in results] == list(range(50))
 
-    assert sql(db_path, "SELECT COUNT(*) FROM history") == [(0,)]
+    assert raw("SELECT COUNT(*) FROM history") == [(0,)]
     assert all(outcomes(j) == [(1, "done")] for j in mq.jobs())
 
 
@@ -330,13 +361,13 @@ def test_a_retried_call_gets_its_task_retries_again(
                                            (4, "failed")]
 
 
-def test_retry_of_expired_and_revoked_calls(mq: Minique) -> None:
+def test_retry_of_expired_and_revoked_calls(mq: Minique, raw: Raw) -> None:
     @mq.task(name="work", expires=60)
     def work() -> None: ...
 
     revoked, expired = work(), work()
     assert revoked.revoke()
-    sql(mq.path, "UPDATE jobs SET expires = 1 WHERE id = ?", (int(expired.id),))  # type: ignore[arg-type]
+    raw("UPDATE jobs SET expires = 1 WHERE id = ?", int(expired.id))
 
     mq.retry(revoked.id)
     mq.retry(expired.id)
@@ -394,7 +425,7 @@ def test_retry_failed_retries_all_failed_calls_or_those_of_a_queue_or_task(mq: M
 # -- purge ------------------------------------------------------------------------------------
 
 
-def test_purge_deletes_calls_in_a_status_and_their_history(mq: Minique, db_path: Path) -> None:
+def test_purge_deletes_calls_in_a_status_and_their_history(mq: Minique, raw: Raw) -> None:
     mq.immediate = True
 
     @mq.task(name="boom", retries=1)
@@ -412,7 +443,7 @@ def test_purge_deletes_calls_in_a_status_and_their_history(mq: Minique, db_path:
 
     with pytest.raises(LookupError):
         mq.job(failed.id)
-    assert sql(db_path, "SELECT COUNT(*) FROM history") == [(0,)]
+    assert raw("SELECT COUNT(*) FROM history") == [(0,)]
     assert mq.job(done.id).status == "done"
     assert mq.purge(["done", "queued"], task="fine") == 2
     assert mq.jobs() == []
@@ -420,7 +451,7 @@ def test_purge_deletes_calls_in_a_status_and_their_history(mq: Minique, db_path:
         mq.job(queued.id)
 
 
-def test_purge_older_than_keeps_what_finished_more_recently(mq: Minique, db_path: Path) -> None:
+def test_purge_older_than_keeps_what_finished_more_recently(mq: Minique, raw: Raw) -> None:
     mq.immediate = True
 
     @mq.task(name="fine")
@@ -428,7 +459,7 @@ def test_purge_older_than_keeps_what_finished_more_recently(mq: Minique, db_path
 
     old, recent = fine(), fine()
     hour_ago = time.time() - 3600
-    sql(db_path, "UPDATE jobs SET finished_at = ? WHERE id = ?", (hour_ago, int(old.id)))
+    raw("UPDATE jobs SET finished_at = ? WHERE id = ?", hour_ago, int(old.id))
 
     assert mq.purge("done", older_than=dt.timedelta(minutes=30)) == 1
     assert [j.id for j in mq.jobs()] == [recent.id]
@@ -444,7 +475,8 @@ def test_purge_refuses_running_calls_and_bad_arguments(mq: Minique) -> None:
         mq.purge("done", older_than=-1)
 
 
-def test_a_big_purge_lets_producers_enqueue_meanwhile(mq: Minique, db_path: Path) -> None:
+def test_a_big_purge_lets_producers_enqueue_meanwhile(
+        mq: Minique, raw: Raw, location: str) -> None:
     @mq.task(name="fine")
     def fine(i: int) -> None: ...
 
@@ -452,17 +484,17 @@ def test_a_big_purge_lets_producers_enqueue_meanwhile(mq: Minique, db_path: Path
     rows = 150_000
     for start in range(0, rows, 10_000):
         fine.map(range(start, start + 10_000))
-    sql(db_path, "UPDATE jobs SET state = 'done', finished_at = created_at")
+    raw("UPDATE jobs SET state = 'done', finished_at = created_at")
 
     # When one thread purges them all
     purged: list[int] = []
     purging = threading.Thread(target=lambda: purged.append(mq.purge("done")))
     purging.start()
     try:
-        wait_for(lambda: sql(db_path, "SELECT COUNT(*) FROM jobs")[0][0] < rows, timeout=30,
+        wait_for(lambda: raw("SELECT COUNT(*) FROM jobs")[0][0] < rows, timeout=30,
                  what="the purge to begin")
         # Then a producer's call (another connection) completes while the purge goes on
-        enqueued = producer_task(db_path)(1)
+        enqueued = producer_task(location)(1)
         still_purging = purging.is_alive()
     finally:
         purging.join(60)
@@ -476,7 +508,7 @@ def test_a_big_purge_lets_producers_enqueue_meanwhile(mq: Minique, db_path: Path
 
 
 def test_pause_stops_every_consumer_from_starting_calls_of_that_queue(
-        mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
+        mq: Minique, location: str, start_consumer: Callable[..., Consumer]) -> None:
     @mq.task(name="mail", queue="emails")
     def mail(to: str) -> str:
         return to
@@ -494,7 +526,7 @@ def test_pause_stops_every_consumer_from_starting_calls_of_that_queue(
     assert ran.get(timeout=10) == "done"
     assert held.status == "queued"
     assert mq.paused() == {"emails"}
-    assert Minique(mq.store.location).paused() == {"emails"}  # kept in the database
+    assert Minique(location).paused() == {"emails"}  # kept in the database
 
     mq.resume("emails")
 
@@ -536,7 +568,7 @@ def test_a_claim_of_paused_queues_only_takes_nothing(mq: Minique) -> None:
 
 
 def test_a_paused_queue_expires_nothing_early_and_its_deadlines_still_count(
-        mq: Minique, db_path: Path, start_consumer: Callable[..., Consumer]) -> None:
+        mq: Minique, raw: Raw, start_consumer: Callable[..., Consumer]) -> None:
     @mq.task(name="mail", queue="emails", expires=dt.timedelta(hours=1))
     def mail(to: str) -> str:
         return to
@@ -547,7 +579,7 @@ def test_a_paused_queue_expires_nothing_early_and_its_deadlines_still_count(
     start_consumer(mq)
     mq.pause("emails")
     waits, misses = mail("a"), mail("b")
-    sql(db_path, "UPDATE jobs SET expires = ? WHERE id = ?", (time.time() - 1, int(misses.id)))
+    raw("UPDATE jobs SET expires = ? WHERE id = ?", time.time() - 1, int(misses.id))
     work().get(timeout=10)  # the consumer has looked at the queue meanwhile
 
     # A call waits for as long as its queue is paused, until its own deadline
@@ -597,18 +629,18 @@ def test_revoke_all_revokes_the_pending_calls_of_a_task_and_restore_all_undoes_i
 
 
 def test_results_past_result_ttl_are_deleted_by_a_producer_at_most_once_a_minute(
-        db_path: Path) -> None:
+        location: str, raw: Raw) -> None:
     # Given calls that finished two hours ago, and no consumer
-    old = Minique(db_path, immediate=True)
+    old = Minique(location, immediate=True)
 
     @old.task(name="fine")
     def fine() -> None: ...
 
     stale = [fine().id for _ in range(3)]
-    sql(db_path, "UPDATE jobs SET finished_at = finished_at - 7200")
+    raw("UPDATE jobs SET finished_at = finished_at - 7200")
 
     # When a producer with a result_ttl of an hour enqueues
-    enqueue = producer_task(db_path, result_ttl=3600)
+    enqueue = producer_task(location, result_ttl=3600)
     producer = enqueue.mq
     enqueue()
 
@@ -620,7 +652,7 @@ def test_results_past_result_ttl_are_deleted_by_a_producer_at_most_once_a_minute
 
     # And the next enqueue within the minute does not look again
     again = fine().id
-    sql(db_path, "UPDATE jobs SET finished_at = finished_at - 7200 WHERE id = ?", (int(again),))
+    raw("UPDATE jobs SET finished_at = finished_at - 7200 WHERE id = ?", int(again))
     enqueue()
     assert producer.job(again).status == "done"
 

@@ -149,6 +149,7 @@ class Ledger:
             else:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
+        self.mq.events.finished(ran, written)
 
     def _hand_out(self, ran: list[Ran], claimed: list[ClaimedJob], limit: int) -> None:
         requeued = False
@@ -214,13 +215,14 @@ class Ledger:
             late, self.ran = self.ran, []
         if late:
             try:
-                self.mq.store.finish([r.outcome for r in late])
+                written = self.mq.store.finish([r.outcome for r in late])
             except MiniqueError as exc:
                 log.error("could not record %d finished task(s) at shutdown (%s); they will "
                           "run again when their lease runs out", len(late), exc)
                 return  # releasing now would requeue them at once
             for r in late:
                 log_task_line(r.level, r.message)
+            self.mq.events.finished(late, written)
         # Whatever still runs after the grace period goes back to the queue now;
         # a stale outcome of it can no longer be written (the owner guard).
         try:

@@ -194,6 +194,7 @@ class Workers:
     def attempt(self, job: ClaimedJob, runner: ProcessRunner | None,
                 timeout: float | None) -> Ran:
         """Run one attempt here (or in ``runner``'s child); never raises but ``WorkerClosed``."""
+        self.mq.events.started(job)
         # execute() handles the task's own errors; this is for minique's: a
         # worker that died would leave its job "running" with a renewed lease.
         try:
