@@ -241,8 +241,11 @@ def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_server.dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        with psycopg.connect(postgres_server.dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as exc:
+        postgres_unavailable(f"cannot create a schema on the test server ({exc})")
     # The schema's name is the connections' application_name too, so that the
     # ones a test left open can be ended before the schema is dropped.
     yield with_params(postgres_server.dsn, options=f"-csearch_path={schema}",
