@@ -665,3 +665,24 @@ def test_a_claim_whose_answer_was_lost_is_put_back_by_the_next_claim(pg_dsn: str
     assert all(j.attempt == 1 for j in again)
     assert mq.store.finish([Outcome(seen.id, "me", 1, "done", time.time())]) == [True]
     assert not store._unsure
+
+
+def test_an_outcome_sent_again_after_a_lost_answer_counts_as_written(pg_dsn: str) -> None:
+    # Given an outcome whose transaction committed but whose answer was lost
+    # with its connection (here: written, and the store told it may have been)
+    mq = Minique(pg_dsn)
+
+    @mq.task
+    def work() -> None: ...
+
+    work()
+    store: Any = mq.store
+    (job,) = store.claim("me", 60, time.time(), 1)
+    outcome = Outcome(job.id, "me", job.attempt, "done", time.time(), result="1")
+    assert store.finish([outcome]) == [True]
+    store._maybe_written.add(job.id)
+
+    # When the consumer sends it again, it is known written (not "taken back")
+    assert store.finish([outcome]) == [True]
+    # ...once: another sending is refused as any stale outcome is
+    assert store.finish([outcome]) == [False]

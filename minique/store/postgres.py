@@ -274,6 +274,14 @@ _PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
 # find the slot moved and change nothing.
 _PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = %s WHERE name = %s AND next_fire = %s"
 _FIND_IDS = "SELECT id, name, created_at FROM jobs WHERE id = ANY(%s)"
+# Outcomes whose first sending may have committed (see _finish_late); only
+# those that end a call have a finishing time to tell them by.
+_ALREADY_WRITTEN = (
+    "SELECT j.id FROM jobs j JOIN unnest(%s::int8[], %s::text[], %s::int8[], %s::text[],"
+    " %s::float8[]) AS v(id, owner, attempt, state, finished_at) ON j.id = v.id"
+    " WHERE j.owner = v.owner AND j.attempts = v.attempt AND j.state = v.state"
+    " AND v.state IN ('done', 'failed', 'expired') AND j.finished_at = v.finished_at"
+)
 
 # -- operating the queue: not hot; batches of their own transactions (sqlite.py) ----------
 
@@ -577,6 +585,7 @@ class PostgresStore:
         # to put back what it claimed unseen (see _unseen).
         self._held: dict[str, set[int]] = {}
         self._unsure: set[str] = set()
+        self._maybe_written: set[int] = set()
         self.schema = ""
         self.channel = ""
         from .postgres_notifier import PostgresNotifier
@@ -602,6 +611,7 @@ class PostgresStore:
         self._held_lock = threading.Lock()
         self._held = {}
         self._unsure = set()
+        self._maybe_written = set()
         self.notifier.forget_after_fork()
 
     def connect(self) -> psycopg.Connection[Any]:
@@ -980,10 +990,13 @@ class PostgresStore:
                     written_ids = {r[0] for r in finish_cur.fetchall()}
                 rows = claim_cur.fetchall()
         except psycopg.Error as exc:
-            if claiming and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
                     and not isinstance(exc, pg_errors.QueryCanceled):
                 with self._held_lock:
-                    self._unsure.add(owner)
+                    if claiming:
+                        self._unsure.add(owner)
+                    # Written or not: the consumer sends them again (see _finish_late).
+                    self._maybe_written.update(o.id for o in outcomes)
             raise self._translate(exc) from None
         if settle is not None:
             self._settled(owner, settle.rowcount)
@@ -1023,12 +1036,29 @@ class PostgresStore:
                 "queues": list(queues) if queues else None}
 
     def _finish_late(self, outcomes: Sequence[Outcome], written: list[bool]) -> list[bool]:
-        """The outcomes refused by the batch: a completed attempt still counts (sqlite.py)."""
+        """The outcomes refused by the batch: a completed attempt still counts (sqlite.py).
+
+        An outcome sent again after its transaction's answer was lost with
+        the connection may have been written by it: if the row holds exactly
+        that outcome (its owner, attempt, state and finishing time), it was.
+        """
+        written = list(written)
+        with self._held_lock:
+            again = [(i, o) for i, (o, ok) in enumerate(zip(outcomes, written, strict=True))
+                     if not ok and o.id in self._maybe_written]
+            self._maybe_written.difference_update(o.id for o in outcomes)
+        if again:
+            rows = self._read(_ALREADY_WRITTEN, (
+                [o.id for _, o in again], [o.owner for _, o in again],
+                [o.attempt for _, o in again], [o.state for _, o in again],
+                [o.finished_at for _, o in again]))
+            found = {int(r[0]) for r in rows}
+            for i, outcome in again:
+                written[i] = outcome.id in found
         late = [(i, o) for i, (o, ok) in enumerate(zip(outcomes, written, strict=True))
                 if not ok and o.state == "done"]
         if not late:
             return written
-        written = list(written)
         with self._write() as conn:
             for i, outcome in late:
                 if conn.execute(_FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
