@@ -18,8 +18,9 @@ from typing import Any, TextIO
 
 from . import __version__
 from . import cli_operations as operations
-from .app import Minique, sum_counts
+from .app import Minique
 from .errors import ConsumerFailed, MiniqueError
+from .operations import sum_counts
 from .records import ConsumerStatus
 from .store import STATES
 
