@@ -143,6 +143,10 @@ class Ledger:
         self._hand_out(ran, claimed, limit)
         # Logged after the jobs are handed out: a log filter or handler that
         # raises must not leave claimed jobs unknown to the workers.
+        self._written(ran, written)
+
+    def _written(self, ran: list[Ran], written: list[bool]) -> None:
+        """Log each outcome as written or as ignored, and pass the written ones to events."""
         for r, ok in zip(ran, written, strict=True):
             if ok:
                 log_task_line(r.level, r.message)
@@ -220,9 +224,7 @@ class Ledger:
                 log.error("could not record %d finished task(s) at shutdown (%s); they will "
                           "run again when their lease runs out", len(late), exc)
                 return  # releasing now would requeue them at once
-            for r in late:
-                log_task_line(r.level, r.message)
-            self.mq.events.finished(late, written)
+            self._written(late, written)
         # Whatever still runs after the grace period goes back to the queue now;
         # a stale outcome of it can no longer be written (the owner guard).
         try:
