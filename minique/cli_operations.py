@@ -1,5 +1,5 @@
 """The commands that operate a queue: ``minique jobs``, ``show``, ``retry``, ``revoke``,
-``purge``, ``pause``, ``resume`` and ``consumers``.
+``purge``, ``pause``, ``resume``, ``consumers`` and ``move``.
 
 TARGET is a module holding the application's ``Minique`` (as for ``minique
 consume``) or the database itself: the path of its file, or a
@@ -28,12 +28,13 @@ from uuid import UUID
 from .app import Minique
 from .errors import MiniqueError, TaskError
 from .job import Job, JobAttempt
+from .moving import move_waiting
 from .records import ConsumerStatus
 from .store import STATES, is_url
 
 #: The commands of this module, for ``minique.cli.main``.
 COMMANDS = ("jobs", "show", "retry", "revoke", "restore", "purge", "pause", "resume",
-            "consumers")
+            "consumers", "move")
 
 _DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -158,6 +159,14 @@ def add_commands(commands: Any) -> None:
     consumers.add_argument("--all", action="store_true",
                            help="also those not live: silent (no heartbeat) or dead")
     consumers.add_argument("--json", action="store_true", help="print JSON")
+
+    move = command("move", "move the waiting (queued and scheduled) calls to another store, "
+                           "with their ids; stop the consumers of TARGET first")
+    move.add_argument("destination", metavar="DESTINATION",
+                      help="the store to move them to: a SQLite file (created if missing) "
+                           "or a postgresql:// URL")
+    move.add_argument("--queue", action="append", metavar="Q",
+                      help="only calls of this queue; repeatable, or comma-separated")
 
 
 def run(mq: Minique, args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -375,9 +384,21 @@ def _consumers(mq: Minique, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _move(mq: Minique, args: argparse.Namespace, out: TextIO) -> int:
+    destination = Minique(args.destination)
+    try:
+        moved = move_waiting(mq.store, destination.store, queues=_split(args.queue))
+    except ValueError as exc:
+        raise BadArguments(str(exc)) from None
+    out.write(f"moved {moved} waiting call(s) from {mq.store.location} to "
+              f"{destination.store.location}\n")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[Minique, argparse.Namespace, TextIO], int]] = {
     "jobs": _jobs, "show": _show, "retry": _retry, "revoke": _revoke, "restore": _restore,
     "purge": _purge, "pause": _pause, "resume": _pause, "consumers": _consumers,
+    "move": _move,
 }
 
 

@@ -19,13 +19,16 @@ def declare(mq: Minique) -> None:
         return a + b
 
 
+LOCATIONS: dict[int, str] = {}
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Minique:
     """The store calls move to: another SQLite file, or a PostgreSQL database."""
-    if request.param == "sqlite":
-        mq = Minique(tmp_path / "target.db")
-    else:
-        mq = Minique(request.getfixturevalue("pg_dsn"))
+    location = str(tmp_path / "target.db") if request.param == "sqlite" \
+        else request.getfixturevalue("pg_dsn")
+    mq = Minique(location)
+    LOCATIONS[id(mq)] = location  # a URL with its password, for the command line
     declare(mq)
     return mq
 
@@ -77,3 +80,30 @@ def test_a_move_cut_short_can_run_again_without_copying_twice(
 def test_a_store_cannot_be_moved_onto_itself(mq: Minique) -> None:
     with pytest.raises(ValueError, match="same store"):
         move_waiting(mq.store, Minique(mq.path).store)  # type: ignore[arg-type]
+
+
+def test_minique_move_moves_the_waiting_calls_of_a_file_to_another_store(
+        mq: Minique, target: Minique, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a SQLite file with waiting calls, and an operator with only the files at hand
+    from minique.cli import main
+
+    declare(mq)
+    calls = mq.tasks["add"].map([(n, 1) for n in range(3)])
+
+    # When they move its calls with the command line
+    status = main(["move", str(mq.path), LOCATIONS[id(target)]])
+
+    # Then the calls wait in the target, and the command says how many moved where
+    assert status == 0
+    assert "moved 3 waiting call(s)" in capsys.readouterr().out
+    assert [target.result(r.id).status for r in calls] == ["queued"] * 3
+
+
+def test_minique_move_onto_the_same_store_is_refused(
+        mq: Minique, capsys: pytest.CaptureFixture[str]) -> None:
+    from minique.cli import main
+
+    declare(mq)
+    mq.tasks["add"](1, 1)
+    assert main(["move", str(mq.path), str(mq.path)]) == 2
+    assert "same store" in capsys.readouterr().err
