@@ -180,7 +180,7 @@ class Store(Protocol):
         number is the row's ``earlier_attempts`` + the outcome's attempt),
         except a ``done`` outcome (the job's row is the record of its last
         attempt, and keeps its ``owner``) and an ``expired`` one (the call
-        never started). The row's outcome is ``sqlite.attempt_outcome(o)``:
+        never started). The row's outcome is ``records.attempt_outcome(o)``:
         ``timeout`` for error type TaskTimeout, ``cancelled`` for Cancelled,
         else ``failed``, or ``retry`` for a state of queued/scheduled. An
         outcome that completes ``done`` after its attempt was taken back as

@@ -46,6 +46,7 @@ from .records import (
     Outcome,
     Reaped,
     State,
+    attempt_outcome,
 )
 from .schema import SCHEMA_VERSION
 from .selection import (
@@ -57,7 +58,6 @@ from .selection import (
     detail,
     parts,
 )
-from .sqlite import attempt_outcome
 
 try:
     import psycopg

@@ -173,3 +173,14 @@ class JobDetail:
     error_message: str | None
     traceback: str | None
     history: list[AttemptRecord]
+
+
+def attempt_outcome(outcome: Outcome) -> AttemptOutcome:
+    """What the history says of the attempt that ended with ``outcome``."""
+    if outcome.error_type == "TaskTimeout":
+        return "timeout"
+    if outcome.error_type == "Cancelled":
+        return "cancelled"
+    if outcome.state in ("done", "failed"):
+        return outcome.state
+    return "retry"  # queued or scheduled again

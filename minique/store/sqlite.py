@@ -34,7 +34,6 @@ from ..errors import (
 )
 from .records import (
     STATES,
-    AttemptOutcome,
     ClaimedJob,
     ConsumerInfo,
     JobDetail,
@@ -43,6 +42,7 @@ from .records import (
     Outcome,
     Reaped,
     State,
+    attempt_outcome,
 )
 from .schema import SCHEMA_VERSION, upgrade
 from .selection import (
@@ -310,17 +310,6 @@ def _claimed(row: tuple[object, ...]) -> ClaimedJob:
 # Outcomes that write no history row: a done attempt is recorded by its job's
 # row, and an expired call never started.
 _NO_HISTORY = frozenset({"done", "expired"})
-
-
-def attempt_outcome(outcome: Outcome) -> AttemptOutcome:
-    """What the history says of the attempt that ended with ``outcome``."""
-    if outcome.error_type == "TaskTimeout":
-        return "timeout"
-    if outcome.error_type == "Cancelled":
-        return "cancelled"
-    if outcome.state in ("done", "failed"):
-        return outcome.state
-    return "retry"  # queued or scheduled again
 
 
 def _history_row(outcome: Outcome) -> tuple[object, ...]:
