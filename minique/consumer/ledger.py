@@ -140,20 +140,22 @@ class Ledger:
     def settle(self, ran: list[Ran], written: list[bool], claimed: list[ClaimedJob],
                limit: int) -> None:
         """Account for outcomes just written and jobs just claimed, and hand the jobs out."""
+        # Their events are queued before the claimed jobs are handed out, so
+        # that a retry's "started" never comes before the "retrying" it follows.
+        self.mq.events.finished(ran, written)
         self._hand_out(ran, claimed, limit)
         # Logged after the jobs are handed out: a log filter or handler that
         # raises must not leave claimed jobs unknown to the workers.
-        self._written(ran, written)
+        self._log_written(ran, written)
 
-    def _written(self, ran: list[Ran], written: list[bool]) -> None:
-        """Log each outcome as written or as ignored, and pass the written ones to events."""
+    def _log_written(self, ran: list[Ran], written: list[bool]) -> None:
+        """Log each outcome as written, or as ignored (it had been taken back)."""
         for r, ok in zip(ran, written, strict=True):
             if ok:
                 log_task_line(r.level, r.message)
             else:
                 log.warning("%s: ignored, the task had been taken back from this consumer",
                             r.message)
-        self.mq.events.finished(ran, written)
 
     def _hand_out(self, ran: list[Ran], claimed: list[ClaimedJob], limit: int) -> None:
         requeued = False
@@ -224,7 +226,8 @@ class Ledger:
                 log.error("could not record %d finished task(s) at shutdown (%s); they will "
                           "run again when their lease runs out", len(late), exc)
                 return  # releasing now would requeue them at once
-            self._written(late, written)
+            self.mq.events.finished(late, written)
+            self._log_written(late, written)
         # Whatever still runs after the grace period goes back to the queue now;
         # a stale outcome of it can no longer be written (the owner guard).
         try:

@@ -20,7 +20,8 @@ from .records import (
     Reaped,
     State,
 )
-from .sqlite import SqliteStore, Synchronous, database_path
+from .sqlite import SqliteStore, Synchronous
+from .sqlite_files import database_path
 
 __all__ = [
     "FINISHED", "STATES", "ClaimedJob", "ConsumerInfo", "JobRecord", "Listener", "NewJob",
