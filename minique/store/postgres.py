@@ -32,10 +32,19 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..clock import boot_id, real_monotonic
 from ..errors import ConfigurationError, DatabaseError, DuplicateJobId, SchemaVersionError
+from . import postgres_sql as sql
+from .postgres_connect import (
+    STATEMENT_TIMEOUT,
+    Connector,
+    Held,
+    Secrets,
+    disown,
+    one_line,
+    public_location,
+)
 from .records import (
     STATES,
     ClaimedJob,
@@ -50,8 +59,6 @@ from .records import (
 )
 from .schema import SCHEMA_VERSION
 from .selection import (
-    DETAIL_COLUMNS,
-    HISTORY_COLUMNS,
     REVOKED_ALL,
     Part,
     Selection,
@@ -62,7 +69,6 @@ from .selection import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:  # the extra is not installed: say so at Minique(...)
     _MISSING: ImportError | None = exc
 else:
@@ -70,258 +76,11 @@ else:
 
 log = logging.getLogger("minique")
 
-MIN_SERVER_VERSION = 130000
-# Defaults for the sessions of a connection whose DSN, role or database sets
-# nothing else: a statement blocked (by a lock, a stuck server) fails after
-# this long instead of hanging a worker for ever, and a process frozen inside
-# a transaction cannot hold its row locks longer than that either.
-STATEMENT_TIMEOUT = "30s"
-IDLE_IN_TRANSACTION_TIMEOUT = "60s"
-CONNECT_TIMEOUT = 10  # seconds, unless the DSN says connect_timeout
 # After a connection was lost in the middle of an enqueue, how long to try to
 # reconnect and learn whether its transaction committed (a restart takes a
 # few seconds), before saying that it cannot be known.
 RESOLVE_WITHIN = 15.0
 
-_COLUMNS = ("id, name, queue, priority, state, payload, eta, expires, attempts, max_attempts,"
-            " created_at")
-_ENQUEUE = f"INSERT INTO jobs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)"
-# One statement, one round trip: the row and the wake-up commit together.
-_ENQUEUE_ONE = (
-    f"WITH added AS ({_ENQUEUE} RETURNING id) SELECT pg_notify(%s, '') FROM added"
-)
-_COPY = (
-    "COPY jobs (id, name, queue, priority, state, payload, eta, expires, attempts,"
-    " max_attempts, created_at) FROM STDIN (FORMAT BINARY)"
-)
-_COPY_TYPES = ["int8", "text", "text", "int8", "text", "bytea", "float8", "float8", "int8",
-               "int8", "float8"]
-_NOTIFY = "SELECT pg_notify(%s, '')"
-_MARK_RAN_HERE = (
-    "UPDATE jobs SET owner = %s, attempts = %s, started = 1, started_at = %s WHERE id = %s"
-)
-_PROMOTE_DUE = "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND eta <= %s"
-_NEXT_SCHEDULED = "SELECT MIN(eta) FROM jobs WHERE state = 'scheduled'"
-# The database's clock, in epoch seconds: what leases between hosts are read on.
-_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
-# The best ready rows, locked, skipping those another consumer is taking; the
-# first ``start_now`` of them count their attempt at once (sqlite.py's
-# _CLAIM_NOW), the others are claimed ahead and count it once started.
-_CLAIM = (
-    "WITH ready AS MATERIALIZED ("
-    " SELECT id, priority, eta FROM jobs WHERE state = 'queued'{queues}"
-    # Read in the claim's own statement: a claim that begins after a pause
-    # commits takes nothing of that queue, on any host (an empty table but for
-    # an outage: a hashed lookup that costs nothing measurable).
-    " AND queue NOT IN (SELECT queue FROM paused_queues)"
-    " ORDER BY priority DESC, eta, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-    " ranked AS (SELECT id, row_number() OVER (ORDER BY priority DESC, eta, id)"
-    " <= %(start_now)s AS now FROM ready)"
-    " UPDATE jobs j SET state = 'running', owner = %(owner)s,"
-    f" lease_until = {_DB_NOW} + %(lease)s, lease_boot = %(boot)s, lease_mono = %(mono)s,"
-    " started = CASE WHEN r.now THEN 1 ELSE 0 END,"
-    " started_at = CASE WHEN r.now THEN %(at)s ELSE j.started_at END,"
-    " attempts = j.attempts + CASE WHEN r.now THEN 1 ELSE 0 END"
-    " FROM ranked r WHERE j.id = r.id"
-    " RETURNING j.id, j.name, j.queue, j.priority, j.payload, j.attempts + 1 - j.started,"
-    " j.max_attempts, j.expires, j.eta, j.started, j.suspect"
-)
-# The attempt number of a running row is attempts + 1 - started (sqlite.py).
-_OURS = "owner = %s AND state = 'running' AND attempts + 1 - started = %s"
-# A batch of outcomes in one statement: the rows that still belong to the
-# attempt are written, and their ids returned.
-# The owner stays on the row: a done call's row is the record of its last
-# attempt (models.History). Every attempt that did not end its call done (nor
-# expired: it never started) gets its history row in the same statement.
-_FINISH = (
-    "WITH v AS (SELECT * FROM unnest(%s::int8[], %s::text[], %s::int8[], %s::text[],"
-    " %s::float8[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::float8[],"
-    " %s::float8[], %s::text[], %s::float8[])"
-    " AS v(id, owner, attempt, state, eta, result, error_type, error_message, traceback,"
-    " finished_at, started_at, outcome, ended)),"
-    " written AS (UPDATE jobs j SET state = v.state, eta = COALESCE(v.eta, j.eta),"
-    " result = v.result, error_type = v.error_type, error_message = v.error_message,"
-    " traceback = v.traceback, finished_at = v.finished_at,"
-    " started_at = COALESCE(v.started_at, j.started_at), attempts = v.attempt, started = 0,"
-    " lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
-    " FROM v WHERE j.id = v.id AND j.owner = v.owner AND j.state = 'running'"
-    " AND j.attempts + 1 - j.started = v.attempt"
-    " RETURNING j.id, j.earlier_attempts, j.started_at),"
-    " history_added AS (INSERT INTO history (job_id, number, started_at, finished_at, outcome,"
-    " error_type, error_message, traceback, consumer)"
-    " SELECT w.id, w.earlier_attempts + v.attempt, w.started_at, v.ended, v.outcome,"
-    " v.error_type, v.error_message, v.traceback, v.owner"
-    " FROM written w JOIN v ON v.id = w.id WHERE v.state NOT IN ('done', 'expired')"
-    " ON CONFLICT (job_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,"
-    " finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
-    " error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,"
-    " traceback = EXCLUDED.traceback, consumer = EXCLUDED.consumer)"
-    " SELECT id FROM written"
-)
-# One attempt's history row (sqlite.py's _HISTORY_ADD): immediate mode's
-# earlier attempts, and an attempt completed after it was taken back as lost.
-_HISTORY_ADD = (
-    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
-    " error_message, traceback, consumer) SELECT id, earlier_attempts + %s,"
-    " COALESCE(%s, started_at), %s, %s, %s, %s, %s, %s FROM jobs WHERE id = %s"
-    " ON CONFLICT (job_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,"
-    " finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
-    " error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,"
-    " traceback = EXCLUDED.traceback, consumer = EXCLUDED.consumer"
-)
-# sqlite.py's _FINISH_LATE: a completed attempt whose lease was taken back still counts.
-_FINISH_LATE = (
-    "UPDATE jobs SET state = 'done', result = %s, error_type = NULL, error_message = NULL,"
-    " traceback = NULL, finished_at = %s, started_at = COALESCE(%s, started_at), started = 0,"
-    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
-    " WHERE id = %s AND error_type = 'WorkerLost'"
-    " AND state IN ('queued', 'scheduled', 'running', 'failed')"
-)
-_RECORD_START = (
-    "UPDATE jobs SET attempts = attempts + 1 - started, started = 1,"
-    " started_at = CASE WHEN started = 1 THEN started_at ELSE %s END WHERE id = %s AND " + _OURS
-)
-_RENEW = (
-    f"UPDATE jobs SET lease_until = {_DB_NOW} + %s, lease_mono = %s"
-    " WHERE owner = %s AND state = 'running'"
-)
-_RELEASE = (
-    "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, lease_boot = NULL,"
-    " lease_mono = NULL, attempts = attempts - started, started = 0"
-    " WHERE owner = %s AND state = 'running'"
-)
-_RELEASE_ONE = _RELEASE + " AND id = %s AND attempts + 1 - started = %s"
-# Rows claimed by a transaction whose answer was lost with its connection:
-# the consumer never saw them, so they go back as if never claimed.
-_RELEASE_UNSEEN = _RELEASE + " AND NOT (id = ANY(%s))"
-_LOST = (
-    "SELECT id, name, owner, attempts + 1 - started, started,"
-    " attempts < GREATEST(max_attempts, 2) FROM jobs WHERE state = 'running' AND {cond}"
-    " ORDER BY id FOR UPDATE SKIP LOCKED"
-)
-# On the holder's monotonic clock when it runs on this kernel boot (a step of
-# the wall clock cannot expire it), on the database's clock otherwise.
-_EXPIRED = (
-    "owner <> ALL(%s) AND CASE WHEN lease_boot = %s THEN lease_mono < %s"
-    f" ELSE lease_until < {_DB_NOW} END"
-)
-_LOST_END = (
-    "owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL, started = 0,"
-    " error_type = 'WorkerLost', error_message = %s"
-)
-_REQUEUE_LOST = (
-    "UPDATE jobs SET state = 'queued', suspect = 1, " + _LOST_END + " WHERE id = %s AND " + _OURS
-)
-_FAIL_LOST = (
-    "UPDATE jobs SET state = 'failed', finished_at = %s, " + _LOST_END
-    + " WHERE id = %s AND " + _OURS
-)
-# A lost attempt's history row, written before the row forgets its owner.
-_HISTORY_LOST = (
-    "INSERT INTO history (job_id, number, started_at, finished_at, outcome, error_type,"
-    " error_message, traceback, consumer) SELECT id, earlier_attempts + attempts, started_at,"
-    " %s, 'lost', 'WorkerLost', %s, NULL, owner FROM jobs WHERE id = %s AND " + _OURS
-    + " ON CONFLICT (job_id, number) DO NOTHING"
-)
-_ANY_EXPIRED = "SELECT 1 FROM jobs WHERE state = 'running' AND " + _EXPIRED + " LIMIT 1"
-_REVOKE = (
-    "UPDATE jobs SET state = 'revoked', finished_at = %s, error_type = 'Revoked',"
-    " error_message = 'the call was revoked before it started'"
-    " WHERE id = %s AND state IN ('queued', 'scheduled')"
-)
-_READ = (
-    "SELECT id, name, queue, state, eta, attempts, max_attempts, result, error_type,"
-    " error_message, traceback, created_at, started_at, finished_at, expires"
-    " FROM jobs WHERE id = %s"
-)
-_STATE_OF = "SELECT state FROM jobs WHERE id = %s"
-_COUNTS = (
-    "SELECT queue, CASE WHEN state IN ('queued', 'scheduled') AND expires <= %s"
-    " THEN 'expired' ELSE state END AS status, COUNT(*) FROM jobs GROUP BY 1, 2"
-)
-_PURGE = (
-    "WITH gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT"
-    " NULL AND finished_at < %s AND state IN ('done', 'failed', 'revoked', 'expired')"
-    " LIMIT %s) RETURNING id),"
-    " forgotten AS (DELETE FROM history WHERE job_id IN (SELECT id FROM gone))"
-    " SELECT count(*) FROM gone"
-)
-_REGISTER_CONSUMER = (
-    "INSERT INTO consumers (id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers,"
-    " started_at, heartbeat_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
-    " boot_id = EXCLUDED.boot_id, pid_ns = EXCLUDED.pid_ns, pid = EXCLUDED.pid,"
-    " pid_start = EXCLUDED.pid_start, queues = EXCLUDED.queues, workers = EXCLUDED.workers,"
-    " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at"
-)
-_CONSUMER_HEARTBEAT = "UPDATE consumers SET heartbeat_at = %s WHERE id = %s"
-_UNREGISTER_CONSUMER = "DELETE FROM consumers WHERE id = %s"
-_CONSUMERS = (
-    "SELECT id, hostname, boot_id, pid_ns, pid, pid_start, queues, workers, started_at,"
-    " heartbeat_at FROM consumers"
-)
-_PERIODIC_ADD = (
-    "INSERT INTO periodic (name, crontab, next_fire) VALUES (%s, %s, %s)"
-    " ON CONFLICT (name) DO NOTHING"
-)
-_PERIODIC_RESET = (
-    "UPDATE periodic SET crontab = %s, next_fire = %s WHERE name = %s AND crontab <> %s"
-)
-_PERIODIC_SLOT = "SELECT crontab, next_fire FROM periodic WHERE name = %s"
-_PERIODIC_ALL = "SELECT name, crontab, next_fire FROM periodic ORDER BY name"
-# The compare-and-set of sqlite.py: of the schedulers that saw the slot come
-# due, on any host, one moves it on; the others wait for its row lock, then
-# find the slot moved and change nothing.
-_PERIODIC_ADVANCE = "UPDATE periodic SET next_fire = %s WHERE name = %s AND next_fire = %s"
-_FIND_IDS = "SELECT id, name, created_at FROM jobs WHERE id = ANY(%s)"
-# Outcomes whose first sending may have committed (see _finish_late); only
-# those that end a call have a finishing time to tell them by.
-_ALREADY_WRITTEN = (
-    "SELECT j.id FROM jobs j JOIN unnest(%s::int8[], %s::text[], %s::int8[], %s::text[],"
-    " %s::float8[]) AS v(id, owner, attempt, state, finished_at) ON j.id = v.id"
-    " WHERE j.owner = v.owner AND j.attempts = v.attempt AND j.state = v.state"
-    " AND v.state IN ('done', 'failed', 'expired') AND j.finished_at = v.finished_at"
-)
-
-# -- operating the queue: not hot; batches of their own transactions (sqlite.py) ----------
-
-_DETAIL = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE id = %s"
-_HISTORY_OF = f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id = %s ORDER BY number"
-_HISTORY_OF_MANY = (
-    f"SELECT {HISTORY_COLUMNS} FROM history WHERE job_id = ANY(%s) ORDER BY job_id, number"
-)
-_LIST = f"SELECT {DETAIL_COLUMNS} FROM jobs WHERE {{where}} ORDER BY id DESC LIMIT %s"
-_STATE_AND_EXPIRY = "SELECT state, expires FROM jobs WHERE id = %s FOR UPDATE"
-_REQUEUE = (
-    "UPDATE jobs SET state = 'queued', eta = %s, expires = NULL,"
-    " earlier_attempts = earlier_attempts + attempts, attempts = 0, started = 0, suspect = 0,"
-    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL,"
-    " started_at = NULL, finished_at = NULL, result = NULL, error_type = NULL,"
-    " error_message = NULL, traceback = NULL"
-)
-_RETRY_ONE = _REQUEUE + " WHERE id = %s"
-_BATCH = (
-    "id IN (SELECT id FROM jobs WHERE ({where}) AND id > %s ORDER BY id LIMIT %s"
-    " FOR UPDATE SKIP LOCKED) RETURNING id"
-)
-_RETRY_BATCH = _REQUEUE + " WHERE " + _BATCH
-_DELETE_BATCH = "DELETE FROM jobs WHERE " + _BATCH
-_HISTORY_DELETE = "DELETE FROM history WHERE job_id = ANY(%s)"
-_REVOKE_ALL = (
-    "UPDATE jobs SET state = 'revoked', finished_at = %s, error_type = 'Revoked',"
-    " error_message = %s WHERE " + _BATCH
-)
-_RESTORE_ALL = (
-    "UPDATE jobs SET state = CASE WHEN eta > %s THEN 'scheduled' ELSE 'queued' END,"
-    " finished_at = NULL, error_type = NULL, error_message = NULL WHERE " + _BATCH
-)
-_PAUSE = (
-    "INSERT INTO paused_queues (queue, paused_at) VALUES (%s, %s)"
-    " ON CONFLICT (queue) DO NOTHING"
-)
-_RESUME = "DELETE FROM paused_queues WHERE queue = %s"
-_PAUSED_SINCE = "SELECT queue, paused_at FROM paused_queues ORDER BY queue"
-_RUNNING = "SELECT owner, id FROM jobs WHERE state = 'running' ORDER BY id"
 ADMIN_BATCH = 500
 
 # -- the schema --------------------------------------------------------------------------
@@ -354,187 +113,12 @@ def create_statements() -> list[str]:
     """
     import peewee as pw
 
-    from .models import INDEXES, MODELS
+    from .models import INDEXES, render_ddl
 
-    class Render(pw.PostgresqlDatabase):
-        def __init__(self) -> None:
-            super().__init__(None, field_types={"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"})
-            self.statements: list[str] = []
-
-        def execute_sql(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> None:
-            if params:
-                raise AssertionError(f"DDL with parameters: {sql} {params}")
-            self.statements.append(sql)
-
-    database = Render()
-    models = []
-    for model in MODELS:
-        meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
-        models.append(type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
-    database.create_tables(models, safe=True)
-    return [*database.statements, *INDEXES, _TABLE_SETTINGS,
+    database = pw.PostgresqlDatabase(
+        None, field_types={"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"})
+    return [*render_ddl(database), *INDEXES, _TABLE_SETTINGS,
             f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version integer NOT NULL)"]
-
-
-# -- locations, and secrets kept out of them ----------------------------------------------
-
-
-def public_location(url: str) -> str:
-    """``url`` without its password (in the user part or as a ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-                 if k.lower() != "password"]
-        query = urlencode(pairs, quote_via=quote, safe="/:,=")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-class _Secrets:
-    """Removes a DSN's password from text meant for people (errors, logs)."""
-
-    def __init__(self, url: str) -> None:
-        words: set[str] = set()
-        try:
-            password = conninfo_to_dict(url).get("password")
-        except Exception:  # a malformed DSN: fall back on the URL's own parts
-            password = urlsplit(url).password
-        if password:
-            words.add(str(password))
-            words.add(quote(str(password), safe=""))
-        raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
-        if raw:
-            words.add(raw)
-        self._words = sorted(words, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for word in self._words:
-            text = text.replace(word, "***")
-        return text
-
-
-def _one_line(exc: BaseException) -> str:
-    """An engine error's message on one line (libpq's span several)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-# -- connections ----------------------------------------------------------------------------
-
-
-class _Held:
-    """A thread's connection; it closes when its thread ends and this is collected."""
-
-    __slots__ = ("__weakref__", "conn", "pid")
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-
-    def __del__(self) -> None:
-        if self.pid == os.getpid():
-            with contextlib.suppress(Exception):  # closing at exit: nothing to tell
-                self.conn.close()
-
-
-def _disown(conn: psycopg.Connection[Any]) -> None:
-    """In a forked child: make ``conn`` harmless without touching the parent's session.
-
-    Closing it would send the server a Terminate message on the socket the
-    parent shares, ending the parent's session. The child's descriptor is
-    pointed at /dev/null first, so that whatever libpq sends at close goes
-    nowhere.
-    """
-    try:
-        fd = conn.pgconn.socket
-    except Exception:
-        return
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-    except OSError:
-        return
-    with contextlib.suppress(Exception):  # only /dev/null hears it
-        conn.close()
-
-
-class Connector:
-    """Opens connections to one database with minique's session settings."""
-
-    def __init__(self, url: str, location: str, secrets: _Secrets) -> None:
-        self.url = url
-        self.location = location
-        self.secrets = secrets
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(
-                f"cannot use the PostgreSQL URL {location}: {secrets.scrub(_one_line(exc))}; "
-                "give one like postgresql://user:password@host:5432/dbname") from None
-        ports = [p for p in str(params.get("port") or "").split(",") if p]
-        if any(not p.isdigit() or not 0 < int(p) < 65536 for p in ports):
-            raise ConfigurationError(
-                f"cannot use the PostgreSQL URL {location}: its port {params['port']!r} is not "
-                "a port number; give one like postgresql://user:password@host:5432/dbname")
-        self._extra: dict[str, Any] = {}
-        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self._extra["connect_timeout"] = CONNECT_TIMEOUT
-        if "application_name" not in params and "PGAPPNAME" not in os.environ:
-            self._extra["application_name"] = "minique"
-
-    def connect(self) -> psycopg.Connection[Any]:
-        """A new connection in autocommit with minique's timeouts; raises DatabaseError."""
-        try:
-            conn = psycopg.Connection.connect(self.url, autocommit=True, **self._extra)
-        except psycopg.Error as exc:
-            raise self.connect_error(exc) from None
-        try:
-            if conn.info.server_version < MIN_SERVER_VERSION:
-                raise ConfigurationError(
-                    f"the PostgreSQL server at {self.location} is version "
-                    f"{conn.info.server_version // 10000}; minique needs PostgreSQL 13 or newer")
-            # Ours only where the DSN, the role and the database set nothing.
-            conn.execute(
-                "SELECT set_config('statement_timeout', CASE WHEN"
-                " current_setting('statement_timeout') IN ('0', '0ms') THEN %s ELSE"
-                " current_setting('statement_timeout') END, false),"
-                " set_config('idle_in_transaction_session_timeout', CASE WHEN"
-                " current_setting('idle_in_transaction_session_timeout') IN ('0', '0ms')"
-                " THEN %s ELSE current_setting('idle_in_transaction_session_timeout') END,"
-                " false)",
-                (STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT), prepare=False)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, psycopg.Error):
-                raise self.connect_error(exc) from None
-            raise
-        return conn
-
-    def connect_error(self, exc: psycopg.Error) -> Exception:
-        text = self.secrets.scrub(_one_line(exc))
-        lowered = text.lower()
-        where = f"the PostgreSQL database {self.location}"
-        if "password authentication failed" in lowered or "no password supplied" in lowered \
-                or "authentication failed" in lowered:
-            return ConfigurationError(
-                f"cannot log in to {where}: {text}; check the user and password in the URL "
-                "(or in ~/.pgpass / PGPASSWORD)")
-        if "does not exist" in lowered:
-            return ConfigurationError(
-                f"cannot open {where}: {text}; create it first (createdb) or fix the URL")
-        if isinstance(exc, psycopg.ProgrammingError) or "invalid" in lowered:
-            return ConfigurationError(f"cannot use {where}: {text}")
-        return DatabaseError(
-            f"cannot connect to {where}: {text}; check that the server runs and that this "
-            "host can reach it (host, port, firewall)")
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -572,10 +156,10 @@ class PostgresStore:
                 "PostgreSQL store: its durability follows the server's synchronous_commit "
                 "(on by default: a call is on disk when enqueue returns). Leave synchronous "
                 "at its default")
-        self._secrets = _Secrets(url)
+        self._secrets = Secrets(url)
         self._connector = Connector(url, self.location, self._secrets)
         self._local = threading.local()
-        self._open: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._open: weakref.WeakSet[Held] = weakref.WeakSet()
         self._boot = boot_id()
         self._ticks = itertools.count(1)
         self._init_lock = threading.Lock()
@@ -603,7 +187,7 @@ class PostgresStore:
 
     def _forget_connections(self) -> None:
         for held in list(self._open):
-            _disown(held.conn)
+            disown(held.conn)
             held.pid = -1  # its __del__ must not close anything now
         self._open = weakref.WeakSet()
         self._local = threading.local()
@@ -626,14 +210,14 @@ class PostgresStore:
         it before a statement is sent, so a call after a restart goes to a
         fresh connection instead of failing.
         """
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None:
             conn = held.conn
             if not conn.closed and not conn.broken and self._idle_and_sound(conn):
                 return conn
             self._drop(held)
         conn = self._connector.connect()
-        held = _Held(conn)
+        held = Held(conn)
         self._local.held = held
         self._open.add(held)
         return conn
@@ -654,7 +238,7 @@ class PostgresStore:
             return False
         return pgconn.status == psycopg.pq.ConnStatus.OK
 
-    def _drop(self, held: _Held) -> None:
+    def _drop(self, held: Held) -> None:
         self._local.held = None
         self._open.discard(held)
         with contextlib.suppress(Exception):  # it is broken already
@@ -662,14 +246,14 @@ class PostgresStore:
 
     def _broken(self) -> None:
         """Forget this thread's connection (after a connection error): the next call reconnects."""
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None:
             self._drop(held)
 
     def _translate(self, exc: Exception) -> Exception:
         if not isinstance(exc, psycopg.Error):
             return exc
-        text = self._secrets.scrub(_one_line(exc))
+        text = self._secrets.scrub(one_line(exc))
         where = f"the queue database {self.location}"
         if isinstance(exc, pg_errors.UniqueViolation) and "jobs_pkey" in str(exc):
             return DuplicateJobId("another process chose the same job id; try again")
@@ -699,14 +283,14 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._translate(exc) from None
 
-    def _read(self, sql: str, params: Sequence[object] | dict[str, object] = ()
+    def _read(self, statement: str, params: Sequence[object] | dict[str, object] = ()
               ) -> list[tuple[Any, ...]]:
         # A read is safe to send again: one lost with its connection is
         # repeated once on a fresh connection.
         for again in (True, False):
             try:
                 conn = self._conn()
-                return conn.execute(sql, params).fetchall()
+                return conn.execute(statement, params).fetchall()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if isinstance(exc, pg_errors.QueryCanceled) or not again:
                     raise self._translate(exc) from None
@@ -796,7 +380,7 @@ class PostgresStore:
     def notify_now(self) -> None:
         """Send the consumers' wake-up on its own (a transaction of its own)."""
         try:
-            self._conn().execute(_NOTIFY, (self.channel,))
+            self._conn().execute(sql.NOTIFY, (self.channel,))
         except psycopg.Error as exc:
             raise self._translate(exc) from None
 
@@ -825,28 +409,28 @@ class PostgresStore:
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._conn()
         if len(rows) == 1:
-            conn.execute(_ENQUEUE_ONE, (*rows[0], self.channel))
+            conn.execute(sql.ENQUEUE_ONE, (*rows[0], self.channel))
             return
         with conn.transaction(), conn.cursor() as cur:
-            with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
+            with cur.copy(sql.COPY) as copy:
+                copy.set_types(sql.COPY_TYPES)
                 for row in rows:
                     copy.write_row((*row[:8], 0, *row[8:]))
-            cur.execute(_NOTIFY, (self.channel,))
+            cur.execute(sql.NOTIFY, (self.channel,))
 
     def _resolve_lost_enqueue(self, rows: list[tuple[Any, ...]], lost: Exception) -> None:
         deadline = real_monotonic() + RESOLVE_WITHIN
         pause = 0.05
         while True:
             try:
-                found = self._conn().execute(_FIND_IDS, ([r[0] for r in rows],)).fetchall()
+                found = self._conn().execute(sql.FIND_IDS, ([r[0] for r in rows],)).fetchall()
                 break
             except (DatabaseError, psycopg.Error):
                 self._broken()
                 if real_monotonic() + pause > deadline:
                     raise DatabaseError(
                         f"lost the connection to the queue database {self.location} while "
-                        f"storing {len(rows)} call(s) ({self._secrets.scrub(_one_line(lost))}), "
+                        f"storing {len(rows)} call(s) ({self._secrets.scrub(one_line(lost))}), "
                         f"and could not reconnect within {RESOLVE_WITHIN:g} s to learn whether "
                         "they were stored; check the server, then look them up by id or "
                         "enqueue them again") from None
@@ -879,27 +463,27 @@ class PostgresStore:
         """
         row = _job_row(job, job.created_at)
         with self._write() as conn:
-            conn.execute(_ENQUEUE, (*row[:4], "running", *row[5:]))
-            conn.execute(_MARK_RAN_HERE, (outcome.owner, outcome.attempt, job.created_at,
+            conn.execute(sql.ENQUEUE, (*row[:4], "running", *row[5:]))
+            conn.execute(sql.MARK_RAN_HERE, (outcome.owner, outcome.attempt, job.created_at,
                                           job.id))
             if earlier:
                 with conn.cursor() as cur:
-                    cur.executemany(_HISTORY_ADD, [_history_row(o) for o in earlier])
+                    cur.executemany(sql.HISTORY_ADD, [_history_row(o) for o in earlier])
             self._finish_in(conn, [outcome])
 
     def revoke(self, job_id: int, now: float) -> bool:
         """Mark a job that has not started ``revoked``; True if it will not run."""
         with self._write() as conn:
-            if conn.execute(_REVOKE, (now, job_id)).rowcount:
+            if conn.execute(sql.REVOKE, (now, job_id)).rowcount:
                 return True
-            row = conn.execute(_STATE_OF, (job_id,)).fetchall()
+            row = conn.execute(sql.STATE_OF, (job_id,)).fetchall()
         return bool(row) and row[0][0] in ("revoked", "expired")
 
     # -- readers -------------------------------------------------------------------
 
     def read(self, job_id: int) -> JobRecord | None:
         """The job's row, or None if there is none (never stored, or purged)."""
-        rows = self._read(_READ, (job_id,))
+        rows = self._read(sql.READ, (job_id,))
         if not rows:
             return None
         record = JobRecord(*rows[0])
@@ -913,14 +497,14 @@ class PostgresStore:
     def counts_by_queue(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}`` with every state present, zeros included."""
         result: dict[str, dict[str, int]] = {}
-        for queue, state, count in self._read(_COUNTS, (time.time(),)):
+        for queue, state, count in self._read(sql.COUNTS, (time.time(),)):
             per_queue = result.setdefault(str(queue), dict.fromkeys(STATES, 0))
             per_queue[str(state)] = int(count)
         return result
 
     def next_scheduled_eta(self) -> float | None:
         """The earliest eta of a scheduled job, or None if none waits."""
-        (row,) = self._read(_NEXT_SCHEDULED)
+        (row,) = self._read(sql.NEXT_SCHEDULED)
         return None if row[0] is None else float(row[0])
 
     def changes(self) -> int:
@@ -973,19 +557,20 @@ class PostgresStore:
                     return [], []
                 conn = self._conn()
                 written_ids = {r[0] for r in conn.execute(
-                    _FINISH, _finish_arrays(outcomes)).fetchall()}
+                    sql.FINISH, _finish_arrays(outcomes)).fetchall()}
             else:
                 conn = self._conn()
                 params = self._claim_params(owner, lease, now, limit, queues, start_now)
-                sql = _CLAIM.format(queues=" AND queue = ANY(%(queues)s)" if queues else "")
+                claim = sql.CLAIM.format(
+                    queues=" AND queue = ANY(%(queues)s)" if queues else "")
                 with conn.pipeline(), conn.transaction():
-                    finish_cur = conn.execute(_FINISH, _finish_arrays(outcomes)) \
+                    finish_cur = conn.execute(sql.FINISH, _finish_arrays(outcomes)) \
                         if outcomes else None
                     if unseen is not None:
-                        settle = conn.execute(_RELEASE_UNSEEN, (owner, unseen))
+                        settle = conn.execute(sql.RELEASE_UNSEEN, (owner, unseen))
                     if promote:
-                        conn.execute(_PROMOTE_DUE, (now,))
-                    claim_cur = conn.execute(sql, params)
+                        conn.execute(sql.PROMOTE_DUE, (now,))
+                    claim_cur = conn.execute(claim, params)
                 if finish_cur is not None:
                     written_ids = {r[0] for r in finish_cur.fetchall()}
                 rows = claim_cur.fetchall()
@@ -1048,7 +633,7 @@ class PostgresStore:
                      if not ok and o.id in self._maybe_written]
             self._maybe_written.difference_update(o.id for o in outcomes)
         if again:
-            rows = self._read(_ALREADY_WRITTEN, (
+            rows = self._read(sql.ALREADY_WRITTEN, (
                 [o.id for _, o in again], [o.owner for _, o in again],
                 [o.attempt for _, o in again], [o.state for _, o in again],
                 [o.finished_at for _, o in again]))
@@ -1061,18 +646,18 @@ class PostgresStore:
             return written
         with self._write() as conn:
             for i, outcome in late:
-                if conn.execute(_FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
+                if conn.execute(sql.FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
                                                outcome.started_at, outcome.id)).rowcount == 1:
                     written[i] = True
                     # Its history row said lost: it says done now.
-                    conn.execute(_HISTORY_ADD, _history_row(outcome))
+                    conn.execute(sql.HISTORY_ADD, _history_row(outcome))
                     log.warning("job %s finished after its lease was taken back; its result "
                                 "is kept and it will not run again", outcome.id)
         return written
 
     def _finish_in(self, conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]
                    ) -> list[bool]:
-        done = {r[0] for r in conn.execute(_FINISH, _finish_arrays(outcomes)).fetchall()}
+        done = {r[0] for r in conn.execute(sql.FINISH, _finish_arrays(outcomes)).fetchall()}
         return [o.id in done for o in outcomes]
 
     def _track(self, outcomes: Sequence[Outcome], owner: str, jobs: list[ClaimedJob]) -> None:
@@ -1091,7 +676,7 @@ class PostgresStore:
         """Count a claimed-ahead job's attempt before it runs, and ``finish`` ``outcomes``."""
         with self._write() as conn:
             written = self._finish_in(conn, outcomes) if outcomes else []
-            ours = conn.execute(_RECORD_START, (now, job_id, owner, attempt)).rowcount == 1
+            ours = conn.execute(sql.RECORD_START, (now, job_id, owner, attempt)).rowcount == 1
         if not all(written):
             written = self._finish_late(outcomes, written)
         self._track(outcomes, owner, [])
@@ -1112,12 +697,12 @@ class PostgresStore:
         released = 0
         with self._write() as conn:
             if unseen is not None:
-                released = conn.execute(_RELEASE_UNSEEN, (owner, unseen)).rowcount
+                released = conn.execute(sql.RELEASE_UNSEEN, (owner, unseen)).rowcount
             if started:
                 with conn.cursor() as cur:
-                    cur.executemany(_RECORD_START, [(at, job_id, owner, attempt)
+                    cur.executemany(sql.RECORD_START, [(at, job_id, owner, attempt)
                                                     for job_id, attempt, at in started])
-            renewed = conn.execute(_RENEW, (lease, real_monotonic() + lease, owner)).rowcount
+            renewed = conn.execute(sql.RENEW, (lease, real_monotonic() + lease, owner)).rowcount
         if unseen is not None:
             self._settled(owner, released)
         return renewed
@@ -1126,9 +711,9 @@ class PostgresStore:
         """Put back jobs ``owner`` holds (all, or these ``(id, attempt)``), using no attempt."""
         with self._write() as conn:
             if jobs is None:
-                count = conn.execute(_RELEASE, (owner,)).rowcount
+                count = conn.execute(sql.RELEASE, (owner,)).rowcount
             else:
-                count = sum(conn.execute(_RELEASE_ONE, (owner, job_id, attempt)).rowcount
+                count = sum(conn.execute(sql.RELEASE_ONE, (owner, job_id, attempt)).rowcount
                             for job_id, attempt in jobs)
         with self._held_lock:
             if jobs is None:
@@ -1147,9 +732,9 @@ class PostgresStore:
         # Without a boot id, no monotonic reading can be compared: the database's clock.
         boot = self._boot or "\x00no boot id"
         params = (list(mine), boot, real_monotonic())
-        if not self._read(_ANY_EXPIRED, params):
+        if not self._read(sql.ANY_EXPIRED, params):
             return []
-        return self._reap(_EXPIRED, params, now, "its lease expired")
+        return self._reap(sql.EXPIRED, params, now, "its lease expired")
 
     def reap_owner(self, owner: str, now: float) -> list[Reaped]:
         """Take back every running job of a consumer known to be dead."""
@@ -1160,19 +745,19 @@ class PostgresStore:
         reaped = []
         with self._write() as conn:
             for job_id, name, owner, attempt, started, again in conn.execute(
-                    _LOST.format(cond=cond), params).fetchall():
+                    sql.LOST.format(cond=cond), params).fetchall():
                 ours = (job_id, owner, attempt)
                 if not started:
                     message = f"attempt {attempt} was claimed but its start not recorded: {why}"
-                    conn.execute(_REQUEUE_LOST, (message, *ours))
+                    conn.execute(sql.REQUEUE_LOST, (message, *ours))
                 elif again:
                     message = f"attempt {attempt} was lost: {why}"
-                    conn.execute(_HISTORY_LOST, (now, message, *ours))
-                    conn.execute(_REQUEUE_LOST, (message, *ours))
+                    conn.execute(sql.HISTORY_LOST, (now, message, *ours))
+                    conn.execute(sql.REQUEUE_LOST, (message, *ours))
                 else:
                     message = f"attempt {attempt} was lost ({why}) and no attempts remain"
-                    conn.execute(_HISTORY_LOST, (now, message, *ours))
-                    conn.execute(_FAIL_LOST, (now, message, *ours))
+                    conn.execute(sql.HISTORY_LOST, (now, message, *ours))
+                    conn.execute(sql.FAIL_LOST, (now, message, *ours))
                 reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
                                      "queued" if again or not started else "failed",
                                      bool(started)))
@@ -1187,7 +772,7 @@ class PostgresStore:
         total = 0
         for _ in itertools.count() if batches is None else range(batches):
             with self._write() as conn:
-                row = conn.execute(_PURGE, (before, batch)).fetchone()
+                row = conn.execute(sql.PURGE, (before, batch)).fetchone()
             deleted = int(row[0]) if row else 0
             total += deleted
             if deleted < batch:
@@ -1197,7 +782,7 @@ class PostgresStore:
     def register_consumer(self, info: ConsumerInfo) -> None:
         """Record a consumer's identity so that others can tell when it is gone."""
         with self._write() as conn:
-            conn.execute(_REGISTER_CONSUMER, (
+            conn.execute(sql.REGISTER_CONSUMER, (
                 info.id, info.hostname, info.boot_id, info.pid_ns, info.pid, info.pid_start,
                 info.queues, info.workers, info.started_at, info.heartbeat_at,
             ))
@@ -1205,28 +790,28 @@ class PostgresStore:
     def consumer_heartbeat(self, consumer_id: str, now: float) -> None:
         """Note that a consumer is alive."""
         with self._write() as conn:
-            conn.execute(_CONSUMER_HEARTBEAT, (now, consumer_id))
+            conn.execute(sql.CONSUMER_HEARTBEAT, (now, consumer_id))
 
     def unregister_consumer(self, consumer_id: str) -> None:
         """Forget a consumer (it stopped, or it is known dead and its jobs were reaped)."""
         with self._write() as conn:
-            conn.execute(_UNREGISTER_CONSUMER, (consumer_id,))
+            conn.execute(sql.UNREGISTER_CONSUMER, (consumer_id,))
         with self._held_lock:
             self._held.pop(consumer_id, None)
             self._unsure.discard(consumer_id)
 
     def consumers(self) -> list[ConsumerInfo]:
         """Every registered consumer."""
-        return [ConsumerInfo(*row) for row in self._read(_CONSUMERS)]
+        return [ConsumerInfo(*row) for row in self._read(sql.CONSUMERS)]
 
     # -- periodic tasks --------------------------------------------------------------
 
     def sync_periodic(self, name: str, crontab: str, first_fire: float) -> float:
         """Make sure ``name`` has a slot for this crontab; its stored next fire time."""
         with self._write() as conn:
-            conn.execute(_PERIODIC_ADD, (name, crontab, first_fire))
-            conn.execute(_PERIODIC_RESET, (crontab, first_fire, name, crontab))
-            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+            conn.execute(sql.PERIODIC_ADD, (name, crontab, first_fire))
+            conn.execute(sql.PERIODIC_RESET, (crontab, first_fire, name, crontab))
+            row = conn.execute(sql.PERIODIC_SLOT, (name,)).fetchall()
         return float(row[0][1])
 
     def fire_periodic(self, name: str, slot: float, next_fire: float,
@@ -1236,37 +821,37 @@ class PostgresStore:
         Returns ``next_fire`` if this call won, else the slot another stored.
         """
         with self._write() as conn:
-            if conn.execute(_PERIODIC_ADVANCE, (next_fire, name, slot)).rowcount == 1:
+            if conn.execute(sql.PERIODIC_ADVANCE, (next_fire, name, slot)).rowcount == 1:
                 if job is not None:
-                    conn.execute(_ENQUEUE, _job_row(job, now))
-                    conn.execute(_NOTIFY, (self.channel,))
+                    conn.execute(sql.ENQUEUE, _job_row(job, now))
+                    conn.execute(sql.NOTIFY, (self.channel,))
                 return next_fire
-            row = conn.execute(_PERIODIC_SLOT, (name,)).fetchall()
+            row = conn.execute(sql.PERIODIC_SLOT, (name,)).fetchall()
         return float(row[0][1]) if row else next_fire
 
     def periodic_slots(self) -> list[tuple[str, str, float]]:
         """``(name, crontab, next_fire)`` of every stored periodic slot."""
-        return [(str(n), str(c), float(f)) for n, c, f in self._read(_PERIODIC_ALL)]
+        return [(str(n), str(c), float(f)) for n, c, f in self._read(sql.PERIODIC_ALL)]
 
     # -- operating the queue -----------------------------------------------------------
 
     def job(self, job_id: int, now: float) -> JobDetail | None:
         """Everything stored about a job, with its history; None if there is none."""
-        rows = self._read(_DETAIL, (job_id,))
+        rows = self._read(sql.DETAIL, (job_id,))
         if not rows:
             return None
-        return detail(rows[0], self._read(_HISTORY_OF, (job_id,)), now)
+        return detail(rows[0], self._read(sql.HISTORY_OF, (job_id,)), now)
 
     def jobs(self, selection: Selection, limit: int, now: float) -> list[JobDetail]:
         """Up to ``limit`` jobs of ``selection``, newest first, each with its history."""
         found: list[tuple[Any, ...]] = []
         for part in parts(selection, now, "%s"):
-            found += self._read(_LIST.format(where=part.where), (*part.params, limit))
+            found += self._read(sql.LIST.format(where=part.where), (*part.params, limit))
         found.sort(key=lambda row: int(row[0]), reverse=True)
         found = found[:limit]
         history: dict[int, list[tuple[Any, ...]]] = {}
         if found:
-            for row in self._read(_HISTORY_OF_MANY, ([r[0] for r in found],)):
+            for row in self._read(sql.HISTORY_OF_MANY, ([r[0] for r in found],)):
                 history.setdefault(int(row[0]), []).append(row)
         return [detail(row, history.get(int(row[0]), []), now) for row in found]
 
@@ -1277,22 +862,22 @@ class PostgresStore:
         those three), or None if there is no such job. Its history is kept.
         """
         with self._write() as conn:
-            rows = conn.execute(_STATE_AND_EXPIRY, (job_id,)).fetchall()
+            rows = conn.execute(sql.STATE_AND_EXPIRY, (job_id,)).fetchall()
             if not rows:
                 return None
             state, expires = rows[0]
             if state in ("queued", "scheduled") and expires is not None and expires <= now:
                 state = "expired"
             if state in ("failed", "expired", "revoked"):
-                conn.execute(_RETRY_ONE, (now, job_id))
-                conn.execute(_NOTIFY, (self.channel,))
+                conn.execute(sql.RETRY_ONE, (now, job_id))
+                conn.execute(sql.NOTIFY, (self.channel,))
         return state  # type: ignore[no-any-return]
 
     def retry_failed(self, queues: Sequence[str] | None, names: Sequence[str] | None,
                      now: float) -> int:
         """``retry`` every failed job (of these queues and task names); how many."""
         selection = Selection(("failed",), _tuple(queues), _tuple(names))
-        return self._batches(_RETRY_BATCH, parts(selection, now, "%s"), (now,), notify=True)
+        return self._batches(sql.RETRY_BATCH, parts(selection, now, "%s"), (now,), notify=True)
 
     def purge(self, selection: Selection, now: float) -> int:
         """Delete the jobs of ``selection`` and their history; how many.
@@ -1301,18 +886,18 @@ class PostgresStore:
         """
         if selection.states is None or "running" in selection.states:
             raise ValueError("running jobs cannot be purged: their consumers own them")
-        return self._batches(_DELETE_BATCH, parts(selection, now, "%s"), (),
+        return self._batches(sql.DELETE_BATCH, parts(selection, now, "%s"), (),
                              forget_history=True)
 
     def revoke_all(self, name: str, now: float) -> int:
         """Revoke every queued or scheduled job of task ``name``; how many."""
         selection = Selection(("queued", "scheduled"), None, (name,))
-        return self._batches(_REVOKE_ALL, parts(selection, now, "%s"), (now, REVOKED_ALL))
+        return self._batches(sql.REVOKE_ALL, parts(selection, now, "%s"), (now, REVOKED_ALL))
 
     def restore_all(self, name: str, now: float) -> int:
         """Queue again (or schedule, if their eta is later) the jobs ``revoke_all`` revoked."""
         part = Part("state = 'revoked' AND name = %s AND error_message = %s", (name, REVOKED_ALL))
-        return self._batches(_RESTORE_ALL, [part], (now,), notify=True)
+        return self._batches(sql.RESTORE_ALL, [part], (now,), notify=True)
 
     def _batches(self, statement: str, where: Sequence[Part], params: tuple[object, ...],
                  forget_history: bool = False, notify: bool = False) -> int:
@@ -1321,16 +906,16 @@ class PostgresStore:
         # alone, as a call that started would be.
         total = 0
         for part in where:
-            sql = statement.format(where=part.where)
+            batch_sql = statement.format(where=part.where)
             after = -1
             while True:
                 with self._write() as conn:
                     ids = [int(r[0]) for r in conn.execute(
-                        sql, (*params, *part.params, after, ADMIN_BATCH)).fetchall()]
+                        batch_sql, (*params, *part.params, after, ADMIN_BATCH)).fetchall()]
                     if forget_history and ids:
-                        conn.execute(_HISTORY_DELETE, (ids,))
+                        conn.execute(sql.HISTORY_DELETE, (ids,))
                     if notify and ids:
-                        conn.execute(_NOTIFY, (self.channel,))
+                        conn.execute(sql.NOTIFY, (self.channel,))
                 total += len(ids)
                 if len(ids) < ADMIN_BATCH:
                     break
@@ -1340,24 +925,24 @@ class PostgresStore:
     def pause(self, queue: str, now: float) -> bool:
         """Stop claims from taking jobs of ``queue``; False if it was paused already."""
         with self._write() as conn:
-            return conn.execute(_PAUSE, (queue, now)).rowcount == 1
+            return conn.execute(sql.PAUSE, (queue, now)).rowcount == 1
 
     def resume(self, queue: str) -> bool:
         """Let claims take jobs of ``queue`` again; False if it was not paused."""
         with self._write() as conn:
-            resumed = conn.execute(_RESUME, (queue,)).rowcount == 1
+            resumed = conn.execute(sql.RESUME, (queue,)).rowcount == 1
             if resumed:
-                conn.execute(_NOTIFY, (self.channel,))
+                conn.execute(sql.NOTIFY, (self.channel,))
         return resumed
 
     def paused(self) -> dict[str, float]:
         """The paused queues, each with the epoch time it was paused."""
-        return {str(q): float(at) for q, at in self._read(_PAUSED_SINCE)}
+        return {str(q): float(at) for q, at in self._read(sql.PAUSED_SINCE)}
 
     def running(self) -> dict[str, list[int]]:
         """The ids of the running jobs, by the consumer that owns them."""
         found: dict[str, list[int]] = {}
-        for owner, job_id in self._read(_RUNNING):
+        for owner, job_id in self._read(sql.RUNNING):
             found.setdefault(str(owner), []).append(int(job_id))
         return found
 

@@ -172,11 +172,11 @@ class PostgresListener:
 
     def disown(self) -> None:
         """In a forked child: let go of the parent's connection without ending its session."""
-        from .postgres import _disown
+        from .postgres_connect import disown
 
         conn, self._conn = self._conn, None
         if conn is not None:
-            _disown(conn)
+            disown(conn)
         self._closed = True
         self._lock = threading.Lock()
         for fd in (self._fd, self._idle_r, self._idle_w):
