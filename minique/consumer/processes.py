@@ -151,18 +151,24 @@ class ProcessRunner:
                 self._start()
             except WorkerCrashed as exc:
                 return after_error(job, owner, task.options, exc, "", 0.0)
-        assert self._requests is not None and self._replies is not None
+        # Read once: close() (the stopping thread) sets them to None at any moment.
+        requests, replies = self._requests, self._replies
         start = time.monotonic()
         try:
-            self._requests.send((job, owner))
-            if self._replies.poll(timeout):
-                ran: Ran = self._replies.recv()
+            if requests is None or replies is None:
+                raise OSError("the worker process was closed")
+            requests.send((job, owner))
+            if replies.poll(timeout):
+                ran: Ran = replies.recv()
                 self._ran_here += 1
                 return ran
-        except (EOFError, OSError):
+        except Exception as exc:
             if self._closed:
-                # close() killed the child: the consumer puts the job back.
+                # close() killed the child, perhaps in the middle of a read:
+                # whatever that raised, the consumer puts the job back.
                 raise WorkerClosed("the consumer closed the worker process") from None
+            if not isinstance(exc, EOFError | OSError):
+                raise
             code = self._exit_code()
             self._kill()
             return after_error(job, owner, task.options, WorkerCrashed(
