@@ -272,7 +272,7 @@ def _find(mq: Minique, job_id: str) -> Job:
     try:
         return mq.job(job_id)
     except LookupError as exc:
-        raise Failed(str(exc).strip("'\"")) from None
+        raise Failed(_reason(exc)) from None
 
 
 # -- retry, revoke, restore, purge -------------------------------------------------------
@@ -331,13 +331,19 @@ def _restore(mq: Minique, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _reason(exc: LookupError) -> str:
+    # The message itself: str() of a KeyError would add quotes, and stripping
+    # them cut the opening quote of an id quoted in the message ('abc' ...).
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
 def _all_found(mq: Minique, ids: Sequence[str]) -> list[Job]:
     jobs, unknown = [], []
     for job_id in ids:
         try:
             jobs.append(mq.job(job_id))
         except LookupError as exc:
-            unknown.append(str(exc).strip("'\""))
+            unknown.append(_reason(exc))
     if unknown:
         raise Failed("; ".join(unknown) + "; nothing was changed")
     return jobs

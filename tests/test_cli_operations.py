@@ -411,3 +411,14 @@ def test_commands_take_the_application_module_as_target(tmp_path: Path, db_path:
     assert unknown.returncode == 1 and "no call with id 1" in unknown.stderr
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["queues"]["default"]["queued"] == 1
+
+
+@pytest.mark.parametrize("command", ["show", "retry", "revoke"])
+def test_an_id_that_is_not_a_call_id_is_quoted_whole_in_the_message(
+        cli: Callable[..., Ran], command: str) -> None:
+    # When an operator gives something that is no call id
+    ran = cli(command, "abc")
+
+    # Then the message quotes it as given (its quotes are not cut off), exit 1
+    assert ran.status == 1
+    assert "'abc' is not a minique call id" in ran.err
