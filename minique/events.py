@@ -142,15 +142,23 @@ class Events:
             if ok and name in self._handlers:
                 self._put(name, r.outcome.id, _outcome_error(r.outcome))
 
-    def lost(self, reaped: Sequence[Reaped]) -> None:
-        """Running calls were taken back from a consumer that is gone."""
-        if "lost" not in self._handlers:
+    def lost(self, reaped: Sequence[Reaped], why: str) -> None:
+        """Running calls were taken back (``why``: its lease expired, its consumer is gone).
+
+        Each that had started lost an attempt (``lost``); one that had no
+        attempt left also failed for good (``failed`` after it).
+        """
+        if "lost" not in self._handlers and "failed" not in self._handlers:
             return
         for job in reaped:
-            if job.started:  # one never started lost no attempt
-                self._put("lost", job.id, TaskError(
-                    job.name, "WorkerLost", f"attempt {job.attempt} was lost: its consumer "
-                    f"{job.owner[:8]} is gone", task_id=str(job.id)))
+            if not job.started:  # one never started lost no attempt
+                continue
+            error = TaskError(job.name, "WorkerLost", f"attempt {job.attempt} was lost: {why}",
+                              task_id=str(job.id))
+            if "lost" in self._handlers:
+                self._put("lost", job.id, error)
+            if job.state == "failed" and "failed" in self._handlers:
+                self._put("failed", job.id, error)
 
     def drain(self, timeout: float = DRAIN_AT_STOP) -> bool:
         """Wait until the events queued so far have run; False if ``timeout`` passed first."""

@@ -182,3 +182,26 @@ def test_immediate_mode_runs_every_event_in_the_caller(mq: Minique) -> None:
 def test_an_event_that_does_not_exist_is_refused(mq: Minique) -> None:
     with pytest.raises(ValueError, match="'finished' is not an event; the events are enqueued"):
         mq.on("finished")
+
+
+def test_a_call_that_fails_for_good_by_losing_its_attempts_tells_lost_then_failed(
+        mq: Minique, start_consumer: Callable[..., Consumer]) -> None:
+    # Given handlers for lost and failed, and a call whose last attempt is lost
+    # (its consumer's lease ran out twice; no attempt remains)
+    @mq.task(name="work")
+    def work() -> None: ...
+
+    seen = listen(mq, "lost", "failed")
+    call = work()
+    for owner in ("gone-1", "gone-2"):
+        mq.store.claim(owner, -1.0, time.time(), 1)
+        if owner == "gone-1":
+            mq.store.reap_expired(time.time())
+
+    # When a consumer takes it back
+    start_consumer(mq)
+
+    # Then lost comes, then failed, both with the WorkerLost error and the reason
+    wait_for(lambda: "failed" in seen.names(call.id), what="the failed event")
+    assert seen.names(call.id) == ["lost", "failed"]
+    assert [e[3] for e in seen.events if e[1] == call.id] == ["WorkerLost", "WorkerLost"]

@@ -472,6 +472,44 @@ def test_a_completed_attempt_whose_lease_was_taken_back_is_kept(store: Store) ->
     assert record is not None and (record.state, text(record.result)) == ("done", "1")
 
 
+def test_a_late_completion_of_an_attempt_never_recorded_counts_it(store: Store) -> None:
+    # Given a call claimed ahead, whose consumer lost it before recording its start
+    (job_id,) = enqueue(store, job())
+    (stale,) = store.claim("frozen", -1.0, time.time(), 1, start_now=0)
+    store.reap_expired(time.time())
+    assert read_attempts(store, job_id) == 0
+
+    # When that attempt completes after all
+    assert store.finish([done(job_id, "frozen", stale.attempt, "1")]) == [True]
+
+    # Then the call is done, and its attempt counts
+    assert (state(store, job_id), read_attempts(store, job_id)) == ("done", 1)
+
+
+def test_an_attempt_that_ends_clears_suspect(store: Store) -> None:
+    # Given a call taken back from a dead consumer (suspect), run again and retried
+    (job_id,) = enqueue(store, job(max_attempts=3))
+    store.claim("dead", -1.0, time.time(), 1, start_now=0)
+    store.reap_expired(time.time())
+    (again,) = store.claim("me", 60, time.time(), 1, start_now=0)
+    assert again.suspect
+    store.record_start("me", job_id, again.attempt, time.time())
+    store.finish([Outcome(job_id, "me", again.attempt, "queued", time.time(),
+                          error_type="ValueError", error_message="retry")])
+
+    # When it is claimed for its next attempt
+    (next_,) = store.claim("me", 60, time.time(), 1, start_now=0)
+
+    # Then it is no longer suspect: its start need not be recorded first
+    assert not next_.suspect
+
+
+def read_attempts(store: Store, job_id: int) -> int:
+    record = store.read(job_id)
+    assert record is not None
+    return record.attempts
+
+
 def test_a_late_failure_does_not_overwrite_a_call_taken_back(store: Store) -> None:
     (job_id,) = enqueue(store, job())
     (stale,) = store.claim("frozen", -1.0, time.time(), 1)

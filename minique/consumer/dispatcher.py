@@ -113,9 +113,10 @@ class Dispatcher:
                     and not self.inline.run_pending():
                 return
             with ledger.cond:
-                ran, ledger.ran = ledger.ran, []
-                if ledger.watched:
-                    ran.extend(self.workers.take_timed_out())
+                # The timed-out first: should starting a replacement worker
+                # fail, the outcomes held stay held for the next round.
+                timed = self.workers.take_timed_out() if ledger.watched else []
+                ran, ledger.ran = ledger.ran + timed, []
                 leave = ledger.abandon or (ledger.stopping and ledger.inflight == len(ran))
                 # The outcomes written in this transaction free their slots in it.
                 limit = 0 if ledger.stopping or ledger.abandon \

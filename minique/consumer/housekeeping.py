@@ -152,7 +152,7 @@ class Housekeeper:
             log.info("deleted %d finished task(s) older than %g s", deleted, self.mq.result_ttl)
 
     def _report(self, reaped: list[Reaped], why: str) -> None:
-        self.mq.events.lost(reaped)
+        self.mq.events.lost(reaped, why)
         for job in reaped:
             if not job.started:
                 log.warning("%s[%s] was claimed by consumer %s and had not started as far as "

@@ -78,6 +78,11 @@ class InlineRunner:
             if not self.workers.begin(job):
                 continue
             with ledger.cond:
+                if ledger.stopping or ledger.abandon:
+                    # stop() came while its start was recorded: it is put back
+                    # with the others not started, and stop() need not wait.
+                    ledger.pending.appendleft(job)
+                    return True
                 ledger.in_task = True
                 ledger.task_seq += 1
             ran = self.workers.attempt(job, None, None)

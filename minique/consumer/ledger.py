@@ -141,9 +141,12 @@ class Ledger:
                limit: int) -> None:
         """Account for outcomes just written and jobs just claimed, and hand the jobs out."""
         # Their events are queued before the claimed jobs are handed out, so
-        # that a retry's "started" never comes before the "retrying" it follows.
-        self.mq.events.finished(ran, written)
-        self._hand_out(ran, claimed, limit)
+        # that a retry's "started" never comes before the "retrying" it follows;
+        # the jobs are handed out whatever happens there.
+        try:
+            self.mq.events.finished(ran, written)
+        finally:
+            self._hand_out(ran, claimed, limit)
         # Logged after the jobs are handed out: a log filter or handler that
         # raises must not leave claimed jobs unknown to the workers.
         self._log_written(ran, written)
@@ -196,7 +199,8 @@ class Ledger:
 
     def started(self, job: ClaimedJob, at: float) -> None:
         """Note that a job claimed ahead has started, for the next lease renewal to record."""
-        self.unrecorded[job.id, job.attempt] = (job.id, job.attempt, at)
+        with self.cond:
+            self.unrecorded[job.id, job.attempt] = (job.id, job.attempt, at)
 
     def ended(self, job: ClaimedJob, ran: Ran) -> None:
         """Hold an attempt's outcome for the next write (cond held)."""
@@ -205,12 +209,14 @@ class Ledger:
 
     def unrecorded_starts(self) -> list[tuple[int, int, float]]:
         """``(id, attempt, started_at)`` of running jobs claimed ahead whose start is not stored."""
-        return list(self.unrecorded.values())
+        with self.cond:
+            return list(self.unrecorded.values())
 
     def starts_recorded(self, starts: list[tuple[int, int, float]]) -> None:
         """Forget these starts: the store has them now."""
-        for job_id, attempt, _ in starts:
-            self.unrecorded.pop((job_id, attempt), None)
+        with self.cond:
+            for job_id, attempt, _ in starts:
+                self.unrecorded.pop((job_id, attempt), None)
 
     def let_go(self, owner: str) -> None:
         """At the end of a stop: write the outcomes still held, put back every job still held."""

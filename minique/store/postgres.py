@@ -647,7 +647,8 @@ class PostgresStore:
         with self._write() as conn:
             for i, outcome in late:
                 if conn.execute(sql.FINISH_LATE, (_bytes(outcome.result), outcome.finished_at,
-                                               outcome.started_at, outcome.id)).rowcount == 1:
+                                               outcome.started_at, outcome.attempt,
+                                               outcome.id)).rowcount == 1:
                     written[i] = True
                     # Its history row said lost: it says done now.
                     conn.execute(sql.HISTORY_ADD, _history_row(outcome))

@@ -70,7 +70,7 @@ FINISH = (
     " result = v.result, error_type = v.error_type, error_message = v.error_message,"
     " traceback = v.traceback, finished_at = v.finished_at,"
     " started_at = COALESCE(v.started_at, j.started_at), attempts = v.attempt, started = 0,"
-    " lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
+    " suspect = 0, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
     " FROM v WHERE j.id = v.id AND j.owner = v.owner AND j.state = 'running'"
     " AND j.attempts + 1 - j.started = v.attempt"
     " RETURNING j.id, j.earlier_attempts, j.started_at),"
@@ -100,8 +100,8 @@ HISTORY_ADD = (
 FINISH_LATE = (
     "UPDATE jobs SET state = 'done', result = %s, error_type = NULL, error_message = NULL,"
     " traceback = NULL, finished_at = %s, started_at = COALESCE(%s, started_at), started = 0,"
-    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
-    " WHERE id = %s AND error_type = 'WorkerLost'"
+    " attempts = GREATEST(attempts, %s), owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " lease_mono = NULL WHERE id = %s AND error_type = 'WorkerLost'"
     " AND state IN ('queued', 'scheduled', 'running', 'failed')"
 )
 RECORD_START = (

@@ -629,7 +629,8 @@ class SqliteStore:
                 conn.execute(sql.HISTORY_ADD, _history_row(outcome))
             if not ok and outcome.state == "done":
                 ok = conn.execute(sql.FINISH_LATE, (
-                    outcome.result, outcome.finished_at, outcome.started_at, outcome.id,
+                    outcome.result, outcome.finished_at, outcome.started_at, outcome.attempt,
+                    outcome.id,
                 )).rowcount == 1
                 if ok:
                     # Its history row said lost: it says done now.
@@ -705,7 +706,7 @@ class SqliteStore:
                 ours = (job_id, owner, attempt)
                 if not started:
                     message = f"attempt {attempt} was claimed but its start not recorded: {why}"
-                    conn.execute(sql.REQUEUE_UNSTARTED, (message, *ours))
+                    conn.execute(sql.REQUEUE_LOST, (message, *ours))
                 elif again:
                     message = f"attempt {attempt} was lost: {why}"
                     conn.execute(sql.HISTORY_LOST, (now, message, *ours))

@@ -38,7 +38,8 @@ CLAIM_AHEAD = CLAIM.replace("{started}", "0").replace("{started_at}", "started_a
 # The attempt number of a running row is attempts + 1 - started: the same
 # before and after its start is recorded.
 OURS = "owner = ? AND state = 'running' AND attempts + 1 - started = ?"
-# The owner and attempt guard every finish: an attempt whose lease was taken
+# An attempt that ended (done, failed, retried) clears suspect: it did not kill
+# its consumer. The owner and attempt guard every finish: an attempt whose lease was taken
 # back (and perhaps given to another consumer) must not overwrite the row.
 # The owner stays: the row of a done call is the record of its last attempt
 # (see models.History), and every statement that reads owner asks for a
@@ -46,7 +47,7 @@ OURS = "owner = ? AND state = 'running' AND attempts + 1 - started = ?"
 FINISH = (
     "UPDATE jobs SET state = ?, eta = COALESCE(?, eta), result = ?, error_type = ?,"
     " error_message = ?, traceback = ?, finished_at = ?, started_at = COALESCE(?, started_at),"
-    " attempts = ?, started = 0, lease_until = NULL, lease_boot = NULL,"
+    " attempts = ?, started = 0, suspect = 0, lease_until = NULL, lease_boot = NULL,"
     " lease_mono = NULL WHERE id = ? AND " + OURS
 )
 # The history row of an attempt that did not end its call done, written in
@@ -69,8 +70,8 @@ HISTORY_ADD = (
 FINISH_LATE = (
     "UPDATE jobs SET state = 'done', result = ?, error_type = NULL, error_message = NULL,"
     " traceback = NULL, finished_at = ?, started_at = COALESCE(?, started_at), started = 0,"
-    " owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL"
-    " WHERE id = ? AND error_type = 'WorkerLost'"
+    " attempts = MAX(attempts, ?), owner = NULL, lease_until = NULL, lease_boot = NULL,"
+    " lease_mono = NULL WHERE id = ? AND error_type = 'WorkerLost'"
     " AND state IN ('queued', 'scheduled', 'running', 'failed')"
 )
 # (a start already recorded stays as it is)
@@ -106,13 +107,10 @@ LOST_END = (
     "owner = NULL, lease_until = NULL, lease_boot = NULL, lease_mono = NULL, started = 0,"
     " error_type = 'WorkerLost', error_message = ?"
 )
-# Never started as far as the store knows: back to the queue with its attempts
-# untouched. Every call taken from a dead consumer is marked suspect: it may
-# be what killed it, so the consumer that runs it next first records its
-# start, and writes the outcomes it holds, in one transaction.
-REQUEUE_UNSTARTED = (
-    "UPDATE jobs SET state = 'queued', suspect = 1, " + LOST_END + " WHERE id = ? AND " + OURS
-)
+# Back to the queue (an attempt that never started, as far as the store
+# knows, keeps its count untouched). Every call taken from a dead consumer is
+# marked suspect: it may be what killed it, so the consumer that runs it next
+# first records its start, and writes the outcomes it holds, in one transaction.
 REQUEUE_LOST = (
     "UPDATE jobs SET state = 'queued', suspect = 1, " + LOST_END + " WHERE id = ? AND " + OURS
 )
