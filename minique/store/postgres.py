@@ -69,6 +69,7 @@ from .selection import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg.pq import TransactionStatus
 except ImportError as exc:  # the extra is not installed: say so at Minique(...)
     _MISSING: ImportError | None = exc
 else:
@@ -308,7 +309,7 @@ class PostgresStore:
         conn = self._conn()
         try:
             if pipeline:
-                with conn.pipeline(), conn.transaction():
+                with _one_round_trip(conn):
                     yield conn
             else:
                 with conn.transaction():
@@ -563,7 +564,7 @@ class PostgresStore:
                 params = self._claim_params(owner, lease, now, limit, queues, start_now)
                 claim = sql.CLAIM.format(
                     queues=" AND queue = ANY(%(queues)s)" if queues else "")
-                with conn.pipeline(), conn.transaction():
+                with _one_round_trip(conn):
                     finish_cur = conn.execute(sql.FINISH, _finish_arrays(outcomes)) \
                         if outcomes else None
                     if unseen is not None:
@@ -949,6 +950,27 @@ class PostgresStore:
 
 
 # -- rows -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _one_round_trip(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """One transaction sent as one pipeline: BEGIN, the statements, COMMIT, one sync.
+
+    ``conn.transaction()`` inside a pipeline syncs at its start and its end,
+    three more round trips than the statements need; on the claim that is
+    the idle consumer's latency (docs/benchmarks.md).
+    """
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        # A failed statement leaves the transaction open and aborted.
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def _tuple(values: Sequence[str] | None) -> tuple[str, ...] | None:
