@@ -327,17 +327,16 @@ class Minique(Operations):
             payload = self.serializer.dumps([list(args), kwargs])
         except TypeError as exc:  # SerializationError is one too
             raise _refused(task, args, kwargs, exc) from exc
-        # Positional, in NewJob's field order: this runs on every call of a task.
         return NewJob(
-            new_id() if job_id is None else job_id,
-            options.name,
-            options.queue,
-            options.priority if priority is None else priority,
-            payload,
-            eta,
-            None if options.expires is None else options.expires_at(now),
-            options.retries + 1,
-            now,
+            id=new_id() if job_id is None else job_id,
+            name=options.name,
+            queue=options.queue,
+            priority=options.priority if priority is None else priority,
+            payload=payload,
+            eta=eta,
+            expires=None if options.expires is None else options.expires_at(now),
+            max_attempts=options.retries + 1,
+            created_at=now,
         )
 
     def encode_call(

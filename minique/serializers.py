@@ -113,28 +113,6 @@ _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=True, check_circula
 _decoder = json.JSONDecoder(object_hook=_decode_tagged)
 
 
-def _make_c_encoder() -> Any:
-    # JSONEncoder.encode() builds the C encoder anew on every call (a
-    # microsecond of the ~6 a task call spends in Python): build it once, with
-    # the same settings as _encoder. Where the C accelerator is missing,
-    # _encoder does the work.
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    return make(None, _encoder.default, json.encoder.encode_basestring_ascii, None,
-                _encoder.key_separator, _encoder.item_separator, _encoder.sort_keys,
-                _encoder.skipkeys, _encoder.allow_nan)
-
-
-_c_encoder = _make_c_encoder()
-
-
-def _to_json(value: Any) -> str:
-    if _c_encoder is None or type(value) is str:
-        return _encoder.encode(value)
-    return "".join(_c_encoder(value, 0))
-
-
 class JSONSerializer:
     """JSON with tagged values, so tuples, bytes, dates, Decimal and UUID round-trip exactly."""
 
@@ -142,7 +120,7 @@ class JSONSerializer:
 
     def dumps(self, value: Any) -> Stored:
         try:
-            return _to_json(_encode(value))
+            return _encoder.encode(_encode(value))
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             # Off the fast path: find where the value went wrong, only now.
             raise _json_error(value, exc) from exc
