@@ -30,6 +30,7 @@ from ..errors import (
     SchemaVersionError,
 )
 from . import sqlite_sql as sql
+from .reaping import reap
 from .records import (
     STATES,
     ClaimedJob,
@@ -699,26 +700,8 @@ class SqliteStore:
 
     def _reap(self, cond: str, params: tuple[object, ...], now: float,
               why: str) -> list[Reaped]:
-        reaped = []
         with self._write() as conn:
-            for job_id, name, owner, attempt, started, again in conn.execute(
-                    sql.LOST.format(cond=cond), params).fetchall():
-                ours = (job_id, owner, attempt)
-                if not started:
-                    message = f"attempt {attempt} was claimed but its start not recorded: {why}"
-                    conn.execute(sql.REQUEUE_LOST, (message, *ours))
-                elif again:
-                    message = f"attempt {attempt} was lost: {why}"
-                    conn.execute(sql.HISTORY_LOST, (now, message, *ours))
-                    conn.execute(sql.REQUEUE_LOST, (message, *ours))
-                else:
-                    message = f"attempt {attempt} was lost ({why}) and no attempts remain"
-                    conn.execute(sql.HISTORY_LOST, (now, message, *ours))
-                    conn.execute(sql.FAIL_LOST, (now, message, *ours))
-                reaped.append(Reaped(int(job_id), str(name), str(owner), int(attempt),
-                                     "queued" if again or not started else "failed",
-                                     bool(started)))
-        return reaped
+            return reap(conn, sql, cond, params, now, why)
 
     def purge_finished(self, before: float, batch: int = 1000,
                        batches: int | None = None) -> int:
