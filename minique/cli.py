@@ -363,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Commands that read or operate the queue also take the database itself.
         mq = load_target(args.target) if args.command == "consume" \
             else operations.open_target(args.target, load_target)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, MiniqueError) as exc:
+        # MiniqueError: a server's database that cannot be opened (its store connects at once)
         print(f"minique: {exc}", file=sys.stderr)
         return 2
     except TargetError as exc:

@@ -1,10 +1,12 @@
 """The commands that operate a queue: jobs, show, retry, revoke, restore, purge, pause,
-resume and consumers, on a real database file, with their exit statuses.
+resume and consumers, with their exit statuses.
 
-Most run ``minique.cli.main`` in this process on the database file (the
-operator's TARGET when no application code is at hand); the module target and
-the console script run as real processes. Bad input must say what is wrong,
-exit 1 or 2, and change nothing.
+Every command runs on a real SQLite file and on a fresh PostgreSQL schema (the
+``pg_dsn`` fixture of conftest.py; skipped without a server, outside CI). Most
+run ``minique.cli.main`` in this process on the database itself, the file's
+path or the server's URL (the operator's TARGET when no application code is at
+hand); the module target runs as a real process. Bad input must say what is
+wrong, exit 1 or 2, and change nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +21,32 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, PostgresServer, wait_for
 
 from minique import Minique
 from minique.cli import main
 from minique.cli_operations import ago
 from minique.consumer import Consumer
+
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+def location(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The database as an operator names it: the SQLite file's path, or a fresh PostgreSQL
+    schema's URL."""
+    if request.param == "sqlite":
+        return str(db_path)
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def mq(location: str) -> Minique:
+    """A queue on a fresh database of each engine."""
+    return Minique(location)
 
 
 class Ran:
@@ -38,14 +58,15 @@ class Ran:
 
 
 @pytest.fixture
-def cli(mq: Minique, db_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """Run ``minique COMMAND <the database file> ARGS...`` here; its status and output."""
-    mq.counts()  # the file exists: the commands never create one
+def cli(mq: Minique, location: str,
+        capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """Run ``minique COMMAND <the database> ARGS...`` here; its status and output."""
+    mq.counts()  # the database exists: the commands never create one
 
     def run(command: str, *args: str) -> Ran:
         capsys.readouterr()
         try:
-            status = main([command, str(db_path), *args])
+            status = main([command, location, *args])
         except SystemExit as exc:  # argparse refusing the arguments
             status = int(exc.code or 0)
         captured = capsys.readouterr()
@@ -75,13 +96,22 @@ def calls(mq: Minique) -> dict[str, str]:
     return {"failed": failed, "done": done, "queued": queued, "revoked": revoked.id}
 
 
-def snapshot(db_path: Path) -> list[tuple[Any, ...]]:
-    """Every call's status, attempts and eta, as another program reads the file."""
-    import sqlite3
-    from contextlib import closing
-
-    with closing(sqlite3.connect(db_path)) as db:
-        return db.execute("SELECT id, state, attempts, eta FROM jobs ORDER BY id").fetchall()
+def snapshot(location: str) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """Every call (status, attempts, times, error, history) and the paused queues, as
+    another program reads them through its own connection."""
+    reader = Minique(location)
+    try:
+        jobs = reader.jobs(limit=10_000)
+        paused = reader.paused()
+    finally:
+        reader.store.close()
+    assert len(jobs) < 10_000, "the snapshot must see every call"
+    calls = sorted(((j.id, j.status, j.attempts, j.max_attempts, j.eta, j.expires, j.started_at,
+                     j.finished_at, j.consumer,
+                     None if j.error is None else (j.error.error_type, j.error.message),
+                     [(a.number, a.outcome, a.started_at, a.finished_at) for a in j.history])
+                    for j in jobs), key=lambda call: call[0])
+    return calls, paused
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -221,26 +251,26 @@ def test_retry_queues_failed_and_revoked_calls_again(
 
 
 def test_retry_of_a_call_that_did_not_fail_exits_1_and_changes_nothing(
-        cli: Callable[..., Ran], calls: dict[str, str], db_path: Path) -> None:
-    before = snapshot(db_path)
+        cli: Callable[..., Ran], calls: dict[str, str], location: str) -> None:
+    before = snapshot(location)
 
     ran = cli("retry", calls["failed"], calls["done"])
 
     assert ran.status == 1
     assert f"call {calls['done']} (add) cannot be retried: it is done" in ran.err
     assert "nothing was retried" in ran.err
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 def test_retry_of_an_unknown_id_exits_1_and_changes_nothing(
-        cli: Callable[..., Ran], calls: dict[str, str], db_path: Path) -> None:
-    before = snapshot(db_path)
+        cli: Callable[..., Ran], calls: dict[str, str], location: str) -> None:
+    before = snapshot(location)
 
     ran = cli("retry", calls["failed"], "999")
 
     assert ran.status == 1
     assert "no call with id 999" in ran.err and "nothing was changed" in ran.err
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 def test_retry_failed_retries_every_failed_call_of_a_queue(
@@ -274,14 +304,14 @@ def test_revoke_stops_calls_that_have_not_started(
 
 
 def test_revoke_of_a_finished_call_exits_1_and_changes_nothing(
-        cli: Callable[..., Ran], calls: dict[str, str], db_path: Path) -> None:
-    before = snapshot(db_path)
+        cli: Callable[..., Ran], calls: dict[str, str], location: str) -> None:
+    before = snapshot(location)
 
     ran = cli("revoke", calls["queued"], calls["done"])
 
     assert ran.status == 1
     assert "cannot be revoked: it is done" in ran.err
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 def test_revoke_task_and_restore_task(
@@ -300,7 +330,7 @@ def test_revoke_task_and_restore_task(
 
 
 def test_purge_deletes_calls_of_a_status_older_than_an_age(
-        cli: Callable[..., Ran], calls: dict[str, str], mq: Minique, db_path: Path) -> None:
+        cli: Callable[..., Ran], calls: dict[str, str], mq: Minique) -> None:
     assert cli("purge", "--status", "done", "--older-than", "1h").out == "deleted 0 call(s)\n"
 
     ran = cli("purge", "--status", "done,failed", "--older-than", "0s")
@@ -316,15 +346,15 @@ def test_purge_deletes_calls_of_a_status_older_than_an_age(
     ([], "give --status"),
 ])
 def test_purge_with_bad_arguments_exits_2_and_deletes_nothing(
-        cli: Callable[..., Ran], calls: dict[str, str], db_path: Path, args: list[str],
+        cli: Callable[..., Ran], calls: dict[str, str], location: str, args: list[str],
         message: str) -> None:
-    before = snapshot(db_path)
+    before = snapshot(location)
 
     ran = cli("purge", *args)
 
     assert ran.status == 2
     assert message in ran.err
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 # -- pause, resume, consumers -------------------------------------------------------------------
@@ -369,6 +399,7 @@ def test_consumers_shows_each_live_consumer_and_what_it_runs(
 
 def test_a_database_file_that_does_not_exist_exits_2_and_is_not_created(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # SQLite only: about the file itself (the next test is PostgreSQL's)
     missing = tmp_path / "missing.db"
 
     assert main(["jobs", str(missing)]) == 2
@@ -377,10 +408,30 @@ def test_a_database_file_that_does_not_exist_exits_2_and_is_not_created(
     assert not missing.exists()
 
 
-def test_commands_take_the_application_module_as_target(tmp_path: Path, db_path: Path) -> None:
+def test_a_server_database_that_does_not_exist_exits_2_and_is_not_created(
+        postgres_server: PostgresServer, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given the URL of a database the server does not have
+    missing = urlunsplit(urlsplit(postgres_server.dsn)._replace(path="/minique_no_such_db"))
+
+    # When an operator lists its calls
+    status = main(["jobs", missing])
+
+    # Then the reason, not a traceback, exit 2; and the database is not created
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("minique: cannot open the PostgreSQL database") and "Traceback" not in err
+    assert 'database "minique_no_such_db" does not exist' in err
+    import psycopg
+
+    with psycopg.connect(postgres_server.dsn, autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'minique_no_such_db'"
+                            ).fetchall() == []
+
+
+def test_commands_take_the_application_module_as_target(tmp_path: Path, location: str) -> None:
     (tmp_path / "ops_app.py").write_text(textwrap.dedent(f"""
         from minique import Minique
-        mq = Minique({str(db_path)!r})
+        mq = Minique({location!r})
 
         @mq.task(name="add")
         def add(a, b):
@@ -392,7 +443,7 @@ def test_commands_take_the_application_module_as_target(tmp_path: Path, db_path:
         return subprocess.run([sys.executable, "-m", "minique", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=30)
 
-    producer = Minique(db_path)
+    producer = Minique(location)
 
     @producer.task(name="add")
     def add(a: int, b: int) -> int:
@@ -403,7 +454,7 @@ def test_commands_take_the_application_module_as_target(tmp_path: Path, db_path:
     listed = minique("jobs", "ops_app", "--json")
     paused = minique("pause", "ops_app:mq", "default")
     unknown = minique("show", "ops_app", "1")
-    status = minique("status", str(db_path), "--json")
+    status = minique("status", location, "--json")
 
     assert listed.returncode == 0, listed.stderr
     assert [j["id"] for j in json.loads(listed.stdout)] == [call.id]

@@ -1,6 +1,8 @@
 """Events: ``@mq.on(name)`` handlers run once the change is committed, in the producer for
 ``enqueued`` and ``revoked``, in a consumer thread of their own for the rest; a handler that
-raises is logged and changes nothing. Real SQLite files and real consumer threads."""
+raises is logged and changes nothing. Every test runs on a real SQLite file and on a fresh
+PostgreSQL schema (the ``pg_dsn`` fixture of conftest.py; skipped without a server, outside
+CI), with real consumer threads."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,16 @@ from conftest import wait_for
 from minique import Minique, TaskError
 from minique.consumer import Consumer
 from minique.events import Event
+
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+def mq(request: pytest.FixtureRequest, db_path: Path) -> Minique:
+    """A queue on a fresh database of each engine: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return Minique(db_path)
+    return Minique(request.getfixturevalue("pg_dsn"))
 
 
 class Seen:
