@@ -511,3 +511,29 @@ def test_an_empty_file_made_beforehand_becomes_a_queue_and_keeps_its_mode(db_pat
     assert mq.counts()["queued"] == 1
     assert mode(db_path) == 0o640
     assert mode(f"{db_path}-wal") == 0o640
+
+
+def test_a_new_database_has_small_pages_and_one_made_with_larger_pages_keeps_them(
+    tmp_path: Path,
+) -> None:
+    # Small pages make each commit's WAL frames small (docs/benchmarks.md);
+    # a file made before, with SQLite's default pages, must go on as it is.
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    with closing(sqlite3.connect(old)) as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("PRAGMA journal_mode = wal")
+    for path in (new, old):
+        mq = Minique(path)
+
+        @mq.task
+        def echo(text: str) -> str:
+            return text
+
+        results = echo.map(["x" * 3000, "short"])  # one spills into overflow pages
+        with Consumer(mq, workers=1):
+            assert [r.get(timeout=10) for r in results] == ["x" * 3000, "short"]
+        mq.store.close()
+    with closing(sqlite3.connect(new)) as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (1024,)
+    with closing(sqlite3.connect(old)) as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (4096,)
