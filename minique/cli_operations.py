@@ -17,20 +17,19 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .app import Minique
 from .errors import MiniqueError, TaskError
-from .job import Job, JobAttempt
 from .moving import move_waiting
 from .records import ConsumerStatus
 from .store import STATES, is_url
+
+if TYPE_CHECKING:
+    from .job import Job, JobAttempt
 
 #: The commands of this module, for ``minique.cli.main``.
 COMMANDS = ("jobs", "show", "retry", "revoke", "restore", "purge", "pause", "resume",
@@ -463,6 +462,8 @@ def _indented(text: str) -> str:
 
 def _table(rows: list[list[str]], out: TextIO, indent: str = "") -> None:
     """Aligned columns; the last one is cut to the terminal's width."""
+    import shutil  # here: every command line builds this module's parser, few print a table
+
     width = shutil.get_terminal_size((120, 24)).columns
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -529,6 +530,10 @@ def _plain(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
+    # Imported only here: a value this odd is rare, and minique consume need not import them.
+    from decimal import Decimal
+    from uuid import UUID
+
     if isinstance(value, Decimal | UUID | Path):
         return str(value)
     return repr(value)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import options as check
 from .events import Events
-from .job import Job, job_from
 from .result import Result
 from .store import STATES, State, Store
 from .store.selection import Selection
@@ -24,6 +23,7 @@ from .task import Task
 
 if TYPE_CHECKING:
     from .app import Minique
+    from .job import Job
     from .records import ConsumerStatus
 
 
@@ -109,6 +109,8 @@ class Operations:
         record = self.store.job(_key(id), time.time())
         if record is None:
             raise LookupError(_unknown(self, id))
+        from .job import job_from  # see minique/__init__.py: a Job is built on demand
+
         return job_from(self._queue(), record)
 
     def jobs(self, status: str | Sequence[str] | None = None,
@@ -123,6 +125,8 @@ class Operations:
         limit = check.integer(limit, "limit", "give how many calls to list at most, an int "
                               ">= 1", low=1)
         selection = Selection(_statuses(status), _names(queue, "queue"), _task_names(task))
+        from .job import job_from
+
         return [job_from(self._queue(), r) for r in self.store.jobs(selection, limit, time.time())]
 
     def retry(self, id: str) -> Result[Any]:

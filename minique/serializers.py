@@ -9,14 +9,14 @@ reading the database never executes code unless the application opted in.
 
 from __future__ import annotations
 
+# pickle, decimal and uuid are imported where they are needed, not here: most
+# processes never meet a pickle, a Decimal or a UUID, and importing the three
+# is about 5 ms of a consumer's start-up (uuid imports platform).
 import base64
 import datetime as dt
 import json
-import pickle
 import sys
-from decimal import Decimal
 from typing import Any, Literal, Protocol
-from uuid import UUID
 
 from .errors import SerializationError
 
@@ -75,11 +75,21 @@ def _encode(value: Any) -> Any:
         return {_TAG: "time", "v": value.isoformat()}
     if kind is dt.timedelta:
         return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
-    if kind is Decimal:
+    if kind is _loaded("decimal", "Decimal"):
         return {_TAG: "decimal", "v": str(value)}
-    if kind is UUID:
+    if kind is _loaded("uuid", "UUID"):
         return {_TAG: "uuid", "v": value.hex}
     raise _Unsupported(kind)
+
+
+def _loaded(module: str, name: str) -> type | None:
+    """The class ``module.name`` if its module was imported, else None.
+
+    A value can be a ``Decimal`` or a ``UUID`` only once its module is in
+    ``sys.modules``, so looking there tells them apart without importing it.
+    """
+    found = sys.modules.get(module)
+    return None if found is None else getattr(found, name, None)
 
 
 def _decode_tagged(obj: dict[str, Any]) -> Any:
@@ -102,8 +112,12 @@ def _decode_tagged(obj: dict[str, Any]) -> Any:
     if tag == "timedelta":
         return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
     if tag == "decimal":
+        from decimal import Decimal
+
         return Decimal(v)
     if tag == "uuid":
+        from uuid import UUID
+
         return UUID(hex=v)
     raise ValueError(f"unknown type tag {tag!r} in stored JSON")
 
@@ -141,16 +155,23 @@ class PickleSerializer:
 
     name = "pickle"
 
+    def __init__(self) -> None:
+        import pickle  # only by the queues that use it (see the imports at the top)
+
+        self._dumps = pickle.dumps
+        self._loads = pickle.loads
+        self._protocol = pickle.HIGHEST_PROTOCOL
+
     def dumps(self, value: Any) -> Stored:
         try:
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            return self._dumps(value, protocol=self._protocol)
         except Exception as exc:  # pickle raises many types: PicklingError, TypeError...
             raise _pickle_error(value, exc) from exc
 
     def loads(self, data: Stored) -> Any:
         if isinstance(data, str) or not is_pickle(data):  # JSON, from before pickle
             return JSONSerializer().loads(data)
-        return pickle.loads(data)
+        return self._loads(data)
 
 
 _PICKLE_PROTO = 0x80
@@ -170,8 +191,7 @@ def is_pickle(data: Stored) -> bool:
 _JSON_ADVICE = ("pass plain data (dict, list, tuple, str, int, float, bool, None, bytes, "
                 "datetime, date, time, timedelta, Decimal, UUID) or create the queue with "
                 "serializer='pickle'")
-_SCALARS = (str, float, bool, type(None), bytes, dt.datetime, dt.date, dt.time, dt.timedelta,
-            Decimal, UUID)
+_SCALARS = (str, float, bool, type(None), bytes, dt.datetime, dt.date, dt.time, dt.timedelta)
 
 
 def where(root: str, path: tuple[object, ...]) -> str:
@@ -225,7 +245,8 @@ def _json_problem(value: Any) -> tuple[tuple[tuple[object, ...], tuple[object, .
                 if bad is None:
                     bad, problem = path, "is an int too long to write as text"
             continue
-        if any(kind is scalar for scalar in _SCALARS):
+        if (any(kind is scalar for scalar in _SCALARS) or kind is _loaded("decimal", "Decimal")
+                or kind is _loaded("uuid", "UUID")):
             continue
         if kind is list or kind is tuple or kind is dict:
             if id(item) in inside:
@@ -279,6 +300,8 @@ def _json_error(value: Any, exc: BaseException) -> SerializationError:
 
 
 def _pickle_error(value: Any, exc: BaseException) -> SerializationError:
+    import pickle
+
     if isinstance(exc, RecursionError):
         return _error((), "is nested too deeply to pickle",
                       "store it flatter, or raise Python's recursion limit")

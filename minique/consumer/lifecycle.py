@@ -10,13 +10,13 @@ consumers and old results (housekeeping.py), and a periodic scheduler
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
-from uuid import uuid4
 
 from .. import options as check
 from ..errors import ConsumerFailed, MiniqueError, OptionError
@@ -61,7 +61,9 @@ class Consumer:
             raise OptionError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
         self.worker_type = worker_type
         self.mq = mq
-        self.id = uuid4().hex
+        # 32 random hex digits, as uuid4().hex gave, without importing uuid
+        # (and platform) at every consumer's start.
+        self.id = os.urandom(16).hex()
         self.queues = check.queue_names(queues)
         self.periodic = check.flag(periodic, "periodic")
         self.grace = None if grace is None else check.real(
