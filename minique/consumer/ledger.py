@@ -35,6 +35,11 @@ log = logging.getLogger("minique")
 SHORT_TASK = 0.02
 BUFFER_PER_WORKER = 4
 MIN_BUFFER = 32
+# Tasks so short that MIN_BUFFER of them is a fraction of a millisecond are
+# claimed AHEAD_SECONDS of work at a time, up to MAX_BUFFER: fewer, larger
+# commits, and no other consumer waits long for what this one holds.
+AHEAD_SECONDS = 0.005
+MAX_BUFFER = 128
 
 
 @dataclass(slots=True)
@@ -121,8 +126,10 @@ class Ledger:
     def capacity(self, finished: int = 0) -> int:
         """How many more jobs to claim now, once ``finished`` outcomes are written (cond held)."""
         buffer = 0
-        if self.avg_duration is not None and self.avg_duration < SHORT_TASK:
-            buffer = max(MIN_BUFFER, BUFFER_PER_WORKER * self.workers)
+        avg = self.avg_duration
+        if avg is not None and avg < SHORT_TASK:
+            ahead = MAX_BUFFER if avg <= 0 else int(AHEAD_SECONDS * self.workers / avg)
+            buffer = max(MIN_BUFFER, BUFFER_PER_WORKER * self.workers, min(MAX_BUFFER, ahead))
         room = self.workers + buffer - self.inflight + finished
         return room if self.budget is None else min(room, self.budget)
 
