@@ -264,3 +264,15 @@ def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
 def pg_mq(pg_dsn: str) -> Minique:
     """A queue on a fresh PostgreSQL schema."""
     return Minique(pg_dsn)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A fresh database of each store, as an operator names it: the SQLite file's path,
+    or the URL of a fresh PostgreSQL schema.
+
+    A test module runs on both stores by overriding ``mq`` with ``Minique(location)``.
+    """
+    if request.param == "sqlite":
+        return str(db_path)
+    return str(request.getfixturevalue("pg_dsn"))

@@ -31,17 +31,6 @@ from minique.cli import main
 from minique.cli_operations import ago
 from minique.consumer import Consumer
 
-ENGINES = ["sqlite", "postgres"]
-
-
-@pytest.fixture(params=ENGINES)
-def location(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """The database as an operator names it: the SQLite file's path, or a fresh PostgreSQL
-    schema's URL."""
-    if request.param == "sqlite":
-        return str(db_path)
-    return str(request.getfixturevalue("pg_dsn"))
-
 
 @pytest.fixture
 def mq(location: str) -> Minique:

@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +19,11 @@ from minique import Minique, TaskError
 from minique.consumer import Consumer
 from minique.events import Event
 
-ENGINES = ["sqlite", "postgres"]
 
-
-@pytest.fixture(params=ENGINES)
-def mq(request: pytest.FixtureRequest, db_path: Path) -> Minique:
+@pytest.fixture
+def mq(location: str) -> Minique:
     """A queue on a fresh database of each engine: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return Minique(db_path)
-    return Minique(request.getfixturevalue("pg_dsn"))
+    return Minique(location)
 
 
 class Seen:

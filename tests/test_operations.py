@@ -24,16 +24,7 @@ from minique.consumer import Consumer
 from minique.store import Outcome
 from minique.store.models import SCHEMA_VERSION
 
-ENGINES = ["sqlite", "postgres"]
 Raw = Callable[..., list[tuple[Any, ...]]]
-
-
-@pytest.fixture(params=ENGINES)
-def location(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """Where the queue lives: a SQLite file, or a fresh PostgreSQL schema (its URL)."""
-    if request.param == "sqlite":
-        return str(db_path)
-    return str(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture
