@@ -16,15 +16,13 @@ import compileall
 import datetime as dt
 import shutil
 import tempfile
-import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import chaos, postgres
-from .procs import ROOT, BenchError
+from .procs import ROOT
 from .report import machine, stderr, summary, table, write_json
-from .scenarios import FULL, QUICK, SCENARIOS, Bench
+from .scenarios import FULL, QUICK, SCENARIOS, Bench, run_scenarios
 from .targets import build_rows, row_specs
 
 CHAOS_OPTIONS = ("duration", "database", "producers", "consumers", "workers", "seed",
@@ -143,18 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            f"{'quick sizes; ' if args.quick else ''}databases in {folder}")
     stderr(f"  {about['nproc']} CPUs ({about['machine']}), Python {about['python']}, "
            f"SQLite {about['sqlite']}, Huey {about['huey']}, load {about['loadavg']}")
-    errors: list[str] = []
-    for name in chosen:
-        t0 = time.monotonic()
-        try:
-            getattr(bench, name)()
-        except BenchError as exc:
-            errors.append(f"{name}: {exc}")
-            stderr(f"benchmarks: scenario {name} failed: {exc}")
-        except Exception:
-            errors.append(f"{name}: {traceback.format_exc()}")
-            stderr(f"benchmarks: scenario {name} failed:\n{traceback.format_exc()}")
-        stderr(f"benchmarks: {name} took {time.monotonic() - t0:.0f} s")
+    errors = run_scenarios(bench, chosen)
     rows = build_rows(row_specs(sizes.growth), bench.figures)
     print(f"minique vs Huey {about['huey']} — {started:%Y-%m-%d %H:%M %Z}, "
           f"{about['nproc']} CPUs {about['machine']}, Python {about['python']}, "

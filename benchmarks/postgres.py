@@ -22,21 +22,19 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .procs import ROOT, BenchError, ConsumerProc, MarkerFile, run_probe, wait_until
 from .report import machine, stderr, summary, table, write_json
-from .scenarios import percentile
-from .targets import EVERY_TIME, Figures, RowSpec, at_least_times, at_most, build_rows
+from .scenarios import Tally, idle_figures, kill_and_recover, run_scenarios
+from .targets import EVERY_TIME, RowSpec, at_least_times, at_most, build_rows
 
 SYSTEMS = ("minique", "procrastinate")
 SCENARIOS = ("enqueue", "drain", "latency", "kill")
@@ -242,32 +240,17 @@ class PgConsumer(ConsumerProc):
 
 
 @dataclass
-class PgBench:
+class PgBench(Tally):
     """One run: its sizes, its server, its folder of logs, and the figures so far."""
 
+    systems: ClassVar[Sequence[str]] = SYSTEMS
     sizes: PgSizes
     repeats: int
     folder: Path
     server: Server
-    figures: Figures = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
-    raw: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     _count: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     # In the schemas' names, so that two runs on one database never meet.
     _run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    _t0: float = field(default_factory=time.monotonic)
-
-    def say(self, message: str) -> None:
-        print(f"[{time.monotonic() - self._t0:7.1f} s] {message}", file=sys.stderr, flush=True)
-
-    def record(self, scenario: str, key: str | None, system: str, value: float | None,
-               **detail: Any) -> None:
-        if key is not None and value is not None:
-            self.figures[key][system].append(value)
-        self.raw[scenario].append({"key": key, "system": system, "value": value, **detail})
-
-    @staticmethod
-    def order(repeat: int) -> list[str]:
-        return list(SYSTEMS) if repeat % 2 == 0 else list(reversed(SYSTEMS))
 
     @property
     def short_repeats(self) -> int:
@@ -358,23 +341,12 @@ class PgBench:
 
     def _idle_once(self, system: str, dsn: str, folder: Path) -> dict[str, Any]:
         marker = MarkerFile(folder / "stamps.txt")
-        n = self.sizes.latency_tasks
-        consumer = PgConsumer(system, dsn, self.sizes.workers, folder / "consumer.log",
-                              marker.path)
-        try:
-            consumer.wait_ready(self.sizes.timeout)
-            time.sleep(self.sizes.settle)
-            cpu0, t0 = consumer.cpu_seconds(), time.monotonic()
-            time.sleep(self.sizes.idle_window)
-            cpu = (consumer.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
-            run_probe(system, MODE, dsn, "latency", n, self.sizes.latency_interval,
-                      log=folder / "probe.log", timeout=self.sizes.timeout)
-            lines = marker.wait_lines(n, self.sizes.timeout, f"{n} latency tasks", consumer)
-        finally:
-            consumer.kill()
-        waits = sorted((float(b) - float(a)) * 1000 for a, b in (x.split() for x in lines))
-        return {"cpu_percent": cpu, "p50": percentile(waits, 50), "p99": percentile(waits, 99),
-                "max": waits[-1], "latencies_ms": waits}
+        n, sizes = self.sizes.latency_tasks, self.sizes
+        consumer = PgConsumer(system, dsn, sizes.workers, folder / "consumer.log", marker.path)
+        return idle_figures(
+            consumer, marker, sizes.settle, sizes.idle_window, n, sizes.timeout,
+            lambda: run_probe(system, MODE, dsn, "latency", n, sizes.latency_interval,
+                              log=folder / "probe.log", timeout=sizes.timeout))
 
     # -- a consumer SIGKILLed mid-task ---------------------------------------------------------
 
@@ -394,33 +366,20 @@ class PgBench:
 
     def _kill_once(self, system: str, dsn: str, folder: Path) -> dict[str, Any]:
         marker = MarkerFile(folder / "hold.txt")
-        first = PgConsumer(system, dsn, self.sizes.workers, folder / "consumer-1.log",
-                           marker.path)
-        try:
-            first.wait_ready(self.sizes.timeout)
-            run_probe(system, MODE, dsn, "hold", log=folder / "probe.log",
-                      timeout=self.sizes.timeout)
-            marker.wait_lines(1, self.sizes.timeout, "the task to start", first)
-        finally:
-            first.kill()
-        killed = time.time()
-        second = PgConsumer(system, dsn, self.sizes.workers, folder / "consumer-2.log",
-                            marker.path)
-        try:
-            deadline = time.monotonic() + self.sizes.recover_timeout
-            while len(marker.lines()) < 2 and time.monotonic() < deadline:
-                second.check_alive()
-                time.sleep(0.01)
-            recovered = len(marker.lines()) >= 2
-            rerun = time.time() - killed
-            row = second.count("SELECT count(*) FROM jobs WHERE state = 'running'"
-                               if system == "minique" else
-                               "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
-        finally:
-            second.kill()
         state = "running" if system == "minique" else "doing"
-        return {"recovered": recovered, "seconds_to_rerun": rerun if recovered else None,
-                "row_after": f"{row} {state}"}
+        running = ("SELECT count(*) FROM jobs WHERE state = 'running'" if system == "minique"
+                   else "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
+
+        def look(second: ConsumerProc) -> dict[str, Any]:
+            assert isinstance(second, PgConsumer)
+            return {"row_after": f"{second.count(running)} {state}"}
+
+        return kill_and_recover(
+            lambda log: PgConsumer(system, dsn, self.sizes.workers, folder / log, marker.path),
+            marker,
+            lambda: run_probe(system, MODE, dsn, "hold", log=folder / "probe.log",
+                              timeout=self.sizes.timeout),
+            self.sizes.timeout, self.sizes.recover_timeout, look)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -477,17 +436,7 @@ def main(quick: bool, only: Sequence[str] | None, repeats: int | None, dsn: str 
                f"{pg['synchronous_commit']}), Procrastinate {about['procrastinate']}, "
                f"psycopg {about['psycopg']}, minique at {about['commit']}, "
                f"load {about['loadavg']}")
-        for name in chosen:
-            t0 = time.monotonic()
-            try:
-                getattr(bench, name)()
-            except BenchError as exc:
-                errors.append(f"{name}: {exc}")
-                stderr(f"benchmarks: scenario {name} failed: {exc}")
-            except Exception:
-                errors.append(f"{name}: {traceback.format_exc()}")
-                stderr(f"benchmarks: scenario {name} failed:\n{traceback.format_exc()}")
-            stderr(f"benchmarks: {name} took {time.monotonic() - t0:.0f} s")
+        errors += run_scenarios(bench, chosen)
     finally:
         server.close()
     rows = build_rows(row_specs(sizes), bench.figures, peer="procrastinate")

@@ -14,13 +14,15 @@ import shutil
 import sqlite3
 import sys
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .procs import BenchError, ConsumerProc, MarkerFile, Probe, run_probe, wait_until
+from .report import stderr
 from .targets import Figures
 
 SYSTEMS = ("minique", "huey")
@@ -72,18 +74,18 @@ QUICK = Sizes(enqueue=200, per_producer=100, drain=200, drain_workers=(1, 8),
 
 
 @dataclass
-class Bench:
-    """One run: its sizes, its folder, and the figures gathered so far."""
+class Tally:
+    """What every benchmark run keeps: the figures so far, the raw records, its clock.
 
-    sizes: Sizes
-    repeats: int
-    folder: Path
-    figures: Figures = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
-    raw: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    _count: int = 0
-    _t0: float = field(default_factory=time.monotonic)
+    Its fields are keyword-only, so that a run's own fields come first.
+    """
 
-    # -- bookkeeping ---------------------------------------------------------------
+    systems: ClassVar[Sequence[str]] = SYSTEMS
+    figures: Figures = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)),
+                             kw_only=True)
+    raw: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list),
+                                                  kw_only=True)
+    _t0: float = field(default_factory=time.monotonic, kw_only=True)
 
     def say(self, message: str) -> None:
         print(f"[{time.monotonic() - self._t0:7.1f} s] {message}", file=sys.stderr, flush=True)
@@ -94,8 +96,91 @@ class Bench:
             self.figures[key][system].append(value)
         self.raw[scenario].append({"key": key, "system": system, "value": value, **detail})
 
-    def order(self, repeat: int, systems: Sequence[str] = SYSTEMS) -> list[str]:
+    def order(self, repeat: int, systems: Sequence[str] | None = None) -> list[str]:
+        """The systems in turn, the first one alternating from repeat to repeat."""
+        systems = self.systems if systems is None else systems
         return list(systems) if repeat % 2 == 0 else list(reversed(systems))
+
+
+def run_scenarios(bench: Tally, chosen: Sequence[str]) -> list[str]:
+    """Run each chosen scenario (a method of ``bench``); the failures, one line each."""
+    errors: list[str] = []
+    for name in chosen:
+        t0 = time.monotonic()
+        try:
+            getattr(bench, name)()
+        except BenchError as exc:
+            errors.append(f"{name}: {exc}")
+            stderr(f"benchmarks: scenario {name} failed: {exc}")
+        except Exception:
+            errors.append(f"{name}: {traceback.format_exc()}")
+            stderr(f"benchmarks: scenario {name} failed:\n{traceback.format_exc()}")
+        stderr(f"benchmarks: {name} took {time.monotonic() - t0:.0f} s")
+    return errors
+
+
+def idle_figures(consumer: ConsumerProc, marker: MarkerFile, settle: float, window: float,
+                 n: int, timeout: float, latency: Callable[[], object]) -> dict[str, Any]:
+    """An idle consumer's CPU over ``window`` seconds, then the waits of ``n`` latency tasks.
+
+    ``latency()`` runs the producer that enqueues them, stamped; the consumer
+    is killed at the end.
+    """
+    try:
+        consumer.wait_ready(timeout)
+        time.sleep(settle)
+        cpu0, t0 = consumer.cpu_seconds(), time.monotonic()
+        time.sleep(window)
+        cpu = (consumer.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        latency()
+        lines = marker.wait_lines(n, timeout, f"{n} latency tasks", consumer)
+    finally:
+        consumer.kill()
+    waits = sorted((float(b) - float(a)) * 1000 for a, b in (x.split() for x in lines))
+    return {"cpu_percent": cpu, "idle_seconds": window, "p50": percentile(waits, 50),
+            "p99": percentile(waits, 99), "max": waits[-1], "latencies_ms": waits}
+
+
+def kill_and_recover(start: Callable[[str], ConsumerProc], marker: MarkerFile,
+                     hold: Callable[[], object], timeout: float, recover_timeout: float,
+                     look: Callable[[ConsumerProc], dict[str, Any]] | None = None,
+                     ) -> dict[str, Any]:
+    """SIGKILL a consumer mid-task and time how soon a second one runs the task again.
+
+    ``start(log_name)`` starts a consumer; ``hold()`` enqueues the task that
+    marks its start and runs on; ``look(second)`` adds figures read before the
+    second consumer is killed.
+    """
+    first = start("consumer-1.log")
+    try:
+        first.wait_ready(timeout)
+        hold()
+        marker.wait_lines(1, timeout, "the task to start", first)
+    finally:
+        first.kill()
+    killed = time.time()
+    second = start("consumer-2.log")
+    try:
+        deadline = time.monotonic() + recover_timeout
+        while len(marker.lines()) < 2 and time.monotonic() < deadline:
+            second.check_alive()
+            time.sleep(0.01)
+        recovered = len(marker.lines()) >= 2
+        rerun = time.time() - killed
+        extra = look(second) if look is not None else {}
+    finally:
+        second.kill()
+    return {"recovered": recovered, "seconds_to_rerun": rerun if recovered else None, **extra}
+
+
+@dataclass
+class Bench(Tally):
+    """One run: its sizes, its folder, and the figures gathered so far."""
+
+    sizes: Sizes
+    repeats: int
+    folder: Path
+    _count: int = 0
 
     @property
     def short_repeats(self) -> int:
@@ -245,24 +330,13 @@ class Bench:
                    folder: Path) -> dict[str, Any]:
         db = folder / "queue.db"
         marker = MarkerFile(folder / "stamps.txt")
-        n = self.sizes.latency_tasks
+        n, sizes = self.sizes.latency_tasks, self.sizes
         consumer = ConsumerProc(system, mode, db, 4, folder / "consumer.log", marker.path,
                                 flags=flags)
-        try:
-            consumer.wait_ready(self.sizes.timeout)
-            time.sleep(self.sizes.settle)
-            cpu0, t0 = consumer.cpu_seconds(), time.monotonic()
-            time.sleep(self.sizes.idle_window)
-            cpu = (consumer.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
-            run_probe(system, mode, db, "latency", n, self.sizes.latency_interval,
-                      log=folder / "probe.log", timeout=self.sizes.timeout)
-            lines = marker.wait_lines(n, self.sizes.timeout, f"{n} latency tasks", consumer)
-        finally:
-            consumer.kill()
-        waits = sorted((float(b) - float(a)) * 1000 for a, b in (x.split() for x in lines))
-        return {"cpu_percent": cpu, "idle_seconds": self.sizes.idle_window,
-                "p50": percentile(waits, 50), "p99": percentile(waits, 99), "max": waits[-1],
-                "latencies_ms": waits}
+        return idle_figures(
+            consumer, marker, sizes.settle, sizes.idle_window, n, sizes.timeout,
+            lambda: run_probe(system, mode, db, "latency", n, sizes.latency_interval,
+                              log=folder / "probe.log", timeout=sizes.timeout))
 
     # -- 6. how cost grows with the backlog ------------------------------------------------
 
@@ -382,26 +456,12 @@ class Bench:
     def _kill_once(self, system: str, mode: str, folder: Path) -> dict[str, Any]:
         db = folder / "queue.db"
         marker = MarkerFile(folder / "hold.txt")
-        first = ConsumerProc(system, mode, db, 4, folder / "consumer-1.log", marker.path)
-        try:
-            first.wait_ready(self.sizes.timeout)
-            run_probe(system, mode, db, "hold", log=folder / "probe.log",
-                      timeout=self.sizes.timeout)
-            marker.wait_lines(1, self.sizes.timeout, "the task to start", first)
-        finally:
-            first.kill()
-        killed = time.time()
-        second = ConsumerProc(system, mode, db, 4, folder / "consumer-2.log", marker.path)
-        try:
-            deadline = time.monotonic() + self.sizes.recover_timeout
-            while len(marker.lines()) < 2 and time.monotonic() < deadline:
-                second.check_alive()
-                time.sleep(0.01)
-            recovered = len(marker.lines()) >= 2
-            rerun = time.time() - killed
-        finally:
-            second.kill()
-        return {"recovered": recovered, "seconds_to_rerun": rerun if recovered else None}
+        return kill_and_recover(
+            lambda log: ConsumerProc(system, mode, db, 4, folder / log, marker.path),
+            marker,
+            lambda: run_probe(system, mode, db, "hold", log=folder / "probe.log",
+                              timeout=self.sizes.timeout),
+            self.sizes.timeout, self.sizes.recover_timeout)
 
 
 # -- helpers -----------------------------------------------------------------------------
