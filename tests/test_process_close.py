@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from minique.attempt import WorkerClosed
 from minique.consumer.processes import ProcessRunner
+from minique.store import ClaimedJob
 
 TASKS = """
     import time
@@ -50,14 +52,22 @@ def close_tasks(tmp_path: Path) -> Iterator[ModuleType]:
         sys.modules.pop("close_tasks", None)
 
 
-def test_close_between_the_childs_answer_and_its_reading_puts_the_attempt_back(
-        close_tasks: ModuleType) -> None:
-    # Given a process worker's child running a claimed call
+@pytest.fixture
+def claimed(close_tasks: ModuleType) -> Iterator[tuple[ClaimedJob, ProcessRunner]]:
+    """A claimed call of ``hang`` and a started process worker to run it in."""
     mq = close_tasks.mq
     close_tasks.hang()
     [job] = mq.store.claim("consumer-1", mq.lease, time.time(), 1)
     runner = ProcessRunner(mq)
     runner.start()
+    yield job, runner
+    runner.close()
+
+
+def test_close_between_the_childs_answer_and_its_reading_puts_the_attempt_back(
+        claimed: tuple[ClaimedJob, ProcessRunner]) -> None:
+    # Given a process worker's child running a claimed call
+    job, runner = claimed
     replies = runner._replies
     assert replies is not None
     real_poll = replies.poll
@@ -75,3 +85,63 @@ def test_close_between_the_childs_answer_and_its_reading_puts_the_attempt_back(
     # Then it is told that the consumer closed the worker (the call goes back)
     with pytest.raises(WorkerClosed):
         runner.run(job, "consumer-1", None)
+
+
+def test_the_worker_and_the_stopping_thread_closing_at_once_close_each_pipe_once(
+        claimed: tuple[ClaimedJob, ProcessRunner]) -> None:
+    # Given a worker thread running a call in its child, which on WorkerClosed
+    # closes its runner as Workers does when it leaves
+    job, runner = claimed
+    child, requests = runner._process, runner._requests
+    assert child is not None and requests is not None
+    errors: list[BaseException] = []
+    sent, worker_closed, main_closed = threading.Event(), threading.Event(), threading.Event()
+    closes: list[str] = []
+    real_send, real_close = requests.send, requests.close
+
+    def send_then_say(obj: object) -> None:
+        real_send(obj)
+        sent.set()
+
+    def close_slowly() -> None:
+        # Whichever thread closes the pipe first holds on inside the close
+        # until the other thread's close() is over: both closing it at once
+        # is how CI saw EBADF.
+        closes.append(threading.current_thread().name)
+        other = main_closed if threading.current_thread() is worker else worker_closed
+        other.wait(2)
+        real_close()
+
+    requests.send = send_then_say  # type: ignore[method-assign]
+    requests.close = close_slowly  # type: ignore[method-assign]
+
+    def work() -> None:
+        try:
+            runner.run(job, "consumer-1", None)
+        except WorkerClosed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        try:
+            runner.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        worker_closed.set()
+
+    worker = threading.Thread(target=work, name="worker")
+    worker.start()
+    assert sent.wait(10)
+
+    # When the stopping thread closes it while the worker thread leaves
+    try:
+        runner.close()
+    except BaseException as exc:  # noqa: BLE001 - reported below
+        errors.append(exc)
+    main_closed.set()
+    worker.join(10)
+
+    # Then the pipe was closed once, neither thread raised, and the child is gone
+    assert not worker.is_alive()
+    assert errors == []
+    assert len(closes) == 1, closes
+    assert child.poll() is not None

@@ -204,8 +204,10 @@ class Consumer:
         try:
             # Kill process workers first: a released attempt must not go on
             # running in a child while another consumer starts it again.
-            self._workers.close_processes()
-            self.ledger.let_go(self.id)
+            try:
+                self._workers.close_processes()
+            finally:
+                self.ledger.let_go(self.id)
         finally:
             self._shutdown()
 

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from importlib import import_module
 from multiprocessing.connection import Connection
@@ -97,24 +98,34 @@ class ProcessRunner:
         self._requests: Connection | None = None
         self._replies: Connection | None = None
         self._closed = False
+        self._lock = threading.Lock()
 
     def _start(self) -> None:
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
         config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
                              "names": sorted(self.mq.tasks), "sys_path": sys.path})
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(child_reads), str(child_writes), config],
-                pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL)
-        finally:
-            os.close(child_reads)
-            os.close(child_writes)
-        self._requests = Connection(parent_writes, readable=False)
-        self._replies = Connection(parent_reads, writable=False)
+        # Under the lock, so that a close() from the stopping thread either
+        # comes first (no child is started) or finds the child to kill.
+        with self._lock:
+            try:
+                if self._closed:
+                    raise WorkerClosed("the consumer is stopping")
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", _CHILD, str(child_reads), str(child_writes), config],
+                    pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL)
+            except BaseException:
+                os.close(parent_writes)
+                os.close(parent_reads)
+                raise
+            finally:
+                os.close(child_reads)
+                os.close(child_writes)
+            self._requests = Connection(parent_writes, readable=False)
+            self._replies = replies = Connection(parent_reads, writable=False)
         # Wait for the child to import the tasks before any timeout starts counting.
         try:
-            state, detail = self._replies.recv() if self._replies.poll(START_TIMEOUT) \
+            state, detail = replies.recv() if replies.poll(START_TIMEOUT) \
                 else ("failed", f"it did not start within {START_TIMEOUT:g} s")
         except (EOFError, OSError):
             state, detail = "failed", f"it exited ({self._exit_code()})"
@@ -127,13 +138,18 @@ class ProcessRunner:
         self._start()
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(5)
-        for conn in (self._requests, self._replies):
+        # The worker thread and the stopping thread may both close at once
+        # (close() at the grace period's end, and the worker as it leaves):
+        # only the one that takes the child and pipes out kills and closes them.
+        with self._lock:
+            process, requests, replies = self._process, self._requests, self._replies
+            self._process = self._requests = self._replies = None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
+        for conn in (requests, replies):
             if conn is not None:
                 conn.close()
-        self._process = self._requests = self._replies = None
 
     def run(self, job: ClaimedJob, owner: str, timeout: float | None) -> Ran:
         """Run one attempt in the child; kill it if ``timeout`` passes first."""
@@ -150,6 +166,8 @@ class ProcessRunner:
             try:
                 self._start()
             except WorkerCrashed as exc:
+                if self._closed:  # close() killed the child as it started
+                    raise WorkerClosed("the consumer closed the worker process") from None
                 return after_error(job, owner, task.options, exc, "", 0.0)
         # Read once: close() (the stopping thread) sets them to None at any moment.
         requests, replies = self._requests, self._replies
