@@ -9,6 +9,7 @@ written around minique's checks.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import time
@@ -406,6 +407,64 @@ def test_process_worker_task_running_past_the_grace_period_is_put_back(
         assert result.record.attempts == 0
         assert "put back 1 task" in proc.output()
         result.revoke()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_puts_a_process_workers_task_back(
+        app: Callable[..., Minique], spawn: Callable[..., Proc], tmp_path: Path,
+        signum: int) -> None:
+    # Given a process worker running a task that will not end by itself
+    mq = app()
+    proc = consume(spawn, "-w", "1", "-k", "process", "--grace", "0.2")
+    result = mq.tasks["slow"]("s")
+    wait_for(lambda: marks(tmp_path, "started", "s"), timeout=30, what="the task to start")
+
+    # When the signal reaches the consumer and its worker process at once, as
+    # systemd's SIGTERM to the service's group or a Ctrl-C in a terminal does
+    children = _children(proc.pid)
+    assert children, "the consumer has no worker process"
+    for pid in [proc.pid, *children]:
+        os.kill(pid, signum)
+    assert proc.wait(30) == 0
+
+    # Then the consumer stopped after its grace period and put the task back,
+    # with no attempt used, instead of failing it as crashed or interrupted
+    assert result.status == "queued"
+    assert result.record.attempts == 0
+    assert "put back 1 task" in proc.output()
+
+
+def test_a_process_workers_attempt_ends_when_its_consumer_is_killed(
+        app: Callable[..., Minique], spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    # Given a process worker running a task that will not end by itself
+    mq = app()
+    proc = consume(spawn, "-w", "1", "-k", "process")
+    mq.tasks["slow"]("s")
+    wait_for(lambda: marks(tmp_path, "started", "s"), timeout=30, what="the task to start")
+    [child] = _children(proc.pid)
+
+    # When the consumer is SIGKILLed, so that it cannot kill its worker process
+    proc.kill()
+
+    # Then the worker process ends by itself, within a second or so, rather
+    # than run on while another consumer runs the call again
+    wait_for(lambda: not _alive(child), timeout=10, what="the worker process to end")
+    assert marks(tmp_path, "finished", "s") == []
+    assert "its consumer" in proc.output() and "is gone" in proc.output()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for path in Path(f"/proc/{pid}/task").glob("*/children")
+            for child in path.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie that nobody reaped yet has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 # -- a step of the wall clock ---------------------------------------------------------------

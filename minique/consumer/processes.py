@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -61,9 +63,38 @@ def _location(mq: Minique) -> str | None:
     return None if store is None else str(store.location)
 
 
+def _stop_with(parent: int, requests_fd: int) -> None:
+    """End this worker process as soon as its consumer dies, even in the middle of a task.
+
+    A consumer that is SIGKILLed (or crashes) cannot kill its children. An
+    attempt left running here would go on while another consumer, which sees
+    the dead consumer within a second, runs the call again: the consumer's
+    death must end its attempts, as it does for thread workers. The consumer
+    holds the only write end of the requests pipe, so the pipe hangs up when
+    it dies; waiting for that costs nothing while it lives.
+    """
+    hangup = select.poll()
+    hangup.register(requests_fd, 0)  # 0: only a hang-up or an error wakes it
+    while not hangup.poll():
+        pass
+    # (The consumer itself closes the pipe only after it killed this process.)
+    sys.stderr.write(f"minique worker process {os.getpid()}: its consumer {parent} is gone; "
+                     "exiting, and the call it ran (if any) is queued again\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def child_main() -> None:
     """Entry point of a worker process: run the jobs the parent sends until it goes away."""
+    # The consumer decides when its attempts stop: a SIGTERM sent to the
+    # whole group (systemd's default KillMode, a container's stop) or a
+    # Ctrl-C in the terminal must start its grace period, not kill the
+    # attempt here and fail the call. Past the grace the parent SIGKILLs us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     read_fd, write_fd, config = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    threading.Thread(target=_stop_with, args=(config["parent"], read_fd), daemon=True,
+                     name="minique-parent-watch").start()
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
@@ -104,7 +135,8 @@ class ProcessRunner:
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
         config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
-                             "names": sorted(self.mq.tasks), "sys_path": sys.path})
+                             "names": sorted(self.mq.tasks), "sys_path": sys.path,
+                             "parent": os.getpid()})
         # Under the lock, so that a close() from the stopping thread either
         # comes first (no child is started) or finds the child to kill.
         with self._lock:
