@@ -62,6 +62,7 @@ class ChaosConfig:
     producers: int = 3
     consumers: int = 2
     workers: int = 4
+    worker_type: str = "thread"  # or "process": minique consume -k
     rate: float = 50.0  # enqueue calls a second, per producer
     kill_every: tuple[float, float] = (1.0, 3.0)
     drain_timeout: float = 120.0
@@ -70,6 +71,8 @@ class ChaosConfig:
     def __post_init__(self) -> None:
         if min(self.producers, self.consumers, self.workers) < 1:
             raise ValueError("a soak needs at least one producer, one consumer and one worker")
+        if self.worker_type not in ("thread", "process"):
+            raise ValueError(f"the worker type is thread or process, not {self.worker_type!r}")
         if min(self.duration, self.rate, self.kill_every[0], self.drain_timeout) <= 0 \
                 or self.kill_every[0] > self.kill_every[1]:
             raise ValueError("the duration, the rate, the seconds between kills and the drain "
@@ -103,8 +106,9 @@ class Report:
         c = self.config
         consumer_kills = sum(k.role == "consumer" for k in self.kills)
         return (f"chaos soak, {self.started_at}: {c.duration:g} s, {c.producers} producers "
-                f"({c.rate:g} enqueues/s each), {c.consumers} consumers x {c.workers} workers, "
-                f"{len(self.kills)} kills ({consumer_kills} of consumers), seed {self.seed}; "
+                f"({c.rate:g} enqueues/s each), {c.consumers} consumers x {c.workers} "
+                f"{c.worker_type} workers, {len(self.kills)} kills ({consumer_kills} of "
+                f"consumers), seed {self.seed}; "
                 f"database {self.database}, queue {self.queue}")
 
     def to_json(self) -> dict[str, Any]:
@@ -222,7 +226,8 @@ class Soak:
             return [sys.executable, "-m", "benchmarks.chaos", "produce",
                     str(self.config.rate), str(self.rng.randrange(2**32))]
         return [sys.executable, "-m", "minique", "consume", "benchmarks.chaos_app",
-                "-w", str(self.config.workers), "-q", self.queue, "--no-periodic",
+                "-w", str(self.config.workers), "-k", self.config.worker_type,
+                "-q", self.queue, "--no-periodic",
                 "--grace", str(CONSUMER_GRACE)]
 
     def start(self, role: str, slot: int) -> Member:

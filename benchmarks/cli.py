@@ -25,8 +25,8 @@ from .report import machine, stderr, summary, table, write_json
 from .scenarios import FULL, QUICK, SCENARIOS, Bench, run_scenarios
 from .targets import build_rows, row_specs
 
-CHAOS_OPTIONS = ("duration", "database", "producers", "consumers", "workers", "seed",
-                 "drain_timeout")
+CHAOS_OPTIONS = ("duration", "database", "producers", "consumers", "workers", "worker_type",
+                 "seed", "drain_timeout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--producers", type=int, default=None, help="producer processes (3)")
     soak.add_argument("--consumers", type=int, default=None, help="consumer processes (2)")
     soak.add_argument("--workers", type=int, default=None,
-                      help="worker threads per consumer (4)")
+                      help="workers per consumer (4)")
+    soak.add_argument("-k", "--worker-type", choices=("thread", "process"), default=None,
+                      help="the consumers' worker type, as minique consume -k takes it "
+                           "(thread)")
     soak.add_argument("--seed", type=int, default=None,
                       help="seed of the kills and the calls (default: random, printed)")
     soak.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
@@ -124,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         compile_sources()
         return chaos.main(config, args.results_dir, args.keep)
     if any(getattr(args, name) is not None for name in CHAOS_OPTIONS):
-        parser.error("--duration, --database, --producers, --consumers, --workers, --seed and "
-                     "--drain-timeout are options of the chaos soak: add --only chaos")
+        parser.error("--duration, --database, --producers, --consumers, --workers, "
+                     "--worker-type, --seed and --drain-timeout are options of the chaos "
+                     "soak: add --only chaos")
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:

@@ -434,6 +434,20 @@ def test_a_signal_to_the_whole_group_puts_a_process_workers_task_back(
     assert "put back 1 task" in proc.output()
 
 
+def test_every_worker_process_is_ready_before_the_first_claim(
+        app: Callable[..., Minique], spawn: Callable[..., Proc]) -> None:
+    # Given a consumer with three process workers, and nothing queued
+    app()
+    proc = consume(spawn, "-w", "3", "-k", "process")
+
+    # When it has started (its banner comes before its first claim)
+    wait_for(lambda: "started on" in proc.output(), timeout=30, what="the banner")
+
+    # Then its three worker processes are already running: a call claimed for
+    # a free worker (its attempt counted at once) starts without waiting for one
+    assert len(_children(proc.pid)) == 3
+
+
 def test_a_process_workers_attempt_ends_when_its_consumer_is_killed(
         app: Callable[..., Minique], spawn: Callable[..., Proc], tmp_path: Path) -> None:
     # Given a process worker running a task that will not end by itself

@@ -131,7 +131,13 @@ class ProcessRunner:
         self._closed = False
         self._lock = threading.Lock()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the child now; ``WorkerCrashed`` with the child's reason if it cannot start."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the child process, without waiting for it to import the tasks."""
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
         config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
@@ -154,8 +160,14 @@ class ProcessRunner:
                 os.close(child_reads)
                 os.close(child_writes)
             self._requests = Connection(parent_writes, readable=False)
-            self._replies = replies = Connection(parent_reads, writable=False)
-        # Wait for the child to import the tasks before any timeout starts counting.
+            self._replies = Connection(parent_reads, writable=False)
+
+    def wait_ready(self) -> None:
+        """Wait for the launched child to import the tasks; ``WorkerCrashed`` if it cannot."""
+        # Before any timeout starts counting.
+        replies = self._replies
+        if replies is None:
+            raise WorkerCrashed("a worker process could not start: it was closed")
         try:
             state, detail = replies.recv() if replies.poll(START_TIMEOUT) \
                 else ("failed", f"it did not start within {START_TIMEOUT:g} s")
@@ -164,10 +176,6 @@ class ProcessRunner:
         if state != "ready":
             self._kill()
             raise WorkerCrashed(f"a worker process could not start: {detail}")
-
-    def start(self) -> None:
-        """Start the child now; ``WorkerCrashed`` with the child's reason if it cannot start."""
-        self._start()
 
     def _kill(self) -> None:
         # The worker thread and the stopping thread may both close at once
@@ -196,7 +204,7 @@ class ProcessRunner:
             self._kill()
             self._ran_here = 0
             try:
-                self._start()
+                self.start()
             except WorkerCrashed as exc:
                 if self._closed:  # close() killed the child as it started
                     raise WorkerClosed("the consumer closed the worker process") from None

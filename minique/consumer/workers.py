@@ -42,27 +42,38 @@ class Workers:
         self._spare: list[ProcessRunner] = []  # started before the threads, by check_processes
 
     def check_processes(self) -> None:
-        """With process workers, start one now: raise ``ConfigurationError`` if it cannot work.
+        """With process workers, start them now: raise ``ConfigurationError`` if they cannot work.
 
         A child that cannot find the queue (an app built by a factory, tasks
         defined in ``__main__``) would otherwise fail every task with
         ``WorkerCrashed``; better to refuse at start, with its reason. The
-        child started here becomes the first worker's.
+        children start side by side, before anything is claimed: a call
+        claimed for a free worker counts its attempt at once, and a consumer
+        killed while a worker's child was still starting would charge it an
+        attempt it never ran.
         """
         if not self.processes:
             return
         from .processes import ProcessRunner, WorkerCrashed
 
-        runner = ProcessRunner(self.mq, self.max_tasks, self.max_memory)
+        runners = [ProcessRunner(self.mq, self.max_tasks, self.max_memory)
+                   for _ in range(self.ledger.workers)]
         try:
-            runner.start()
-        except WorkerCrashed as exc:
+            for runner in runners:
+                runner.launch()
+            for runner in runners:
+                runner.wait_ready()
+        except BaseException as exc:
+            for runner in runners:
+                runner.close()
+            if not isinstance(exc, WorkerCrashed):
+                raise
             raise ConfigurationError(
                 f"-k process cannot work here: {exc}. Worker processes import the modules "
                 "that define the tasks and look for the same queue there; define the "
                 "Minique and its tasks at module level in an importable module (not in "
                 "__main__ nor inside a factory function), or use thread workers") from None
-        self._spare.append(runner)
+        self._spare.extend(runners)
 
     def start_one(self) -> None:
         thread = threading.Thread(target=self._work, daemon=True,
