@@ -254,6 +254,7 @@ APP = """
     import ctypes
     import os
     import signal
+    import subprocess
     import time
     from pathlib import Path
 
@@ -300,6 +301,13 @@ APP = """
             time.sleep(0.01)
         mark("finished", arg)
         return arg
+
+
+    @mq.task(name="terminate")
+    def terminate():
+        program = subprocess.Popen(["sleep", "30"])
+        program.terminate()
+        return program.wait(10)
 """
 
 
@@ -318,7 +326,7 @@ def app(app_dir: Callable[[str, str], Path], db_path: Path) -> Callable[..., Min
     def write(lease: float = 60) -> Minique:
         app_dir("jobs", APP.format(lease=lease))
         mq = Minique(db_path, lease=lease)
-        for name in ("quick", "poison", "hold_gil", "slow"):
+        for name in ("quick", "poison", "hold_gil", "slow", "terminate"):
             mq.task(name=name)(_runs_in_the_consumer)
         return mq
 
@@ -446,6 +454,18 @@ def test_every_worker_process_is_ready_before_the_first_claim(
     # Then its three worker processes are already running: a call claimed for
     # a free worker (its attempt counted at once) starts without waiting for one
     assert len(_children(proc.pid)) == 3
+
+
+def test_a_process_workers_task_can_stop_the_programs_it_starts(
+        app: Callable[..., Minique], spawn: Callable[..., Proc]) -> None:
+    # Given a consumer with process workers, which stop on the consumer's
+    # word rather than on SIGTERM
+    mq = app()
+    consume(spawn, "-w", "1", "-k", "process")
+
+    # When a task starts a program and sends it SIGTERM
+    # Then the program ends of it: it did not inherit its worker's indifference
+    assert mq.tasks["terminate"]().get(timeout=30) == -signal.SIGTERM
 
 
 def test_a_process_workers_attempt_ends_when_its_consumer_is_killed(

@@ -31,6 +31,8 @@ from ..store import ClaimedJob
 from .identity import resident_bytes
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from ..app import Minique
 
 log = logging.getLogger("minique")
@@ -84,14 +86,20 @@ def _stop_with(parent: int, requests_fd: int) -> None:
     os._exit(1)
 
 
+def _leave_it_to_the_consumer(signum: int, frame: FrameType | None) -> None:
+    """A worker process's handler of SIGTERM and SIGINT: nothing (see child_main)."""
+
+
 def child_main() -> None:
     """Entry point of a worker process: run the jobs the parent sends until it goes away."""
     # The consumer decides when its attempts stop: a SIGTERM sent to the
     # whole group (systemd's default KillMode, a container's stop) or a
     # Ctrl-C in the terminal must start its grace period, not kill the
     # attempt here and fail the call. Past the grace the parent SIGKILLs us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A handler that does nothing, not SIG_IGN: programs that a task starts
+    # would inherit SIG_IGN, and could then not be stopped with SIGTERM.
+    signal.signal(signal.SIGINT, _leave_it_to_the_consumer)
+    signal.signal(signal.SIGTERM, _leave_it_to_the_consumer)
     read_fd, write_fd, config = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
     threading.Thread(target=_stop_with, args=(config["parent"], read_fd), daemon=True,
                      name="minique-parent-watch").start()
