@@ -119,6 +119,7 @@ class Verdict:
                "duplicate runs not explained by a kill",
                "re-runs not explained by a kill", "outcomes committed twice",
                "done without a completed run", "runs of another call's arguments",
+               "runs that went on after their process was killed",
                "processes that died on their own")
 
     @property
@@ -140,6 +141,7 @@ class Judge:
     def __init__(self, records: Records, kills: list[Kill], exited: int) -> None:
         self.records = records
         self.killed_at = {k.label: k.sent for k in kills}
+        self.reaped_at = {k.label: k.reaped for k in kills}
         self.verdict = Verdict()
         self.verdict.figures["processes that died on their own"] = exited
 
@@ -160,7 +162,8 @@ class Judge:
                      "duplicate runs (a call completed more than once)",
                      "duplicate runs not explained by a kill", "re-runs not explained by a kill",
                      "outcomes committed twice", "runs of another call's arguments",
-                     "calls run that no producer recorded as returned"):
+                     "calls run that no producer recorded as returned",
+                     "runs that went on after their process was killed"):
             figures[name] = 0
         returned = self.records.returned
         for call, runs in self.records.runs.items():
@@ -169,6 +172,14 @@ class Judge:
             figures["runs completed"] += len(completed)
             figures["runs killed mid-run"] += sum(
                 r.how is None and r.label in self.killed_at for r in runs)
+            # Written after the killed process was reaped: by a worker
+            # process (-k process) that outlived its consumer.
+            went_on = [r for r in runs if r.label in self.reaped_at
+                       and max(r.start, r.end or 0.0) > self.reaped_at[r.label]]
+            if went_on:
+                figures["runs that went on after their process was killed"] += len(went_on)
+                self.verdict.example("runs that went on after their process was killed", call,
+                                     runs, **self._kills_of(runs))
             if call not in returned:
                 figures["calls run that no producer recorded as returned"] += 1
             elif any(r.token != returned[call] for r in runs):
@@ -286,7 +297,7 @@ ORDER = (
     "runs killed mid-run", "calls charged an attempt they never ran",
     "outcomes committed twice", "done without a completed run",
     "runs of another call's arguments", "calls run that no producer recorded as returned",
-    "processes that died on their own",
+    "runs that went on after their process was killed", "processes that died on their own",
 )
 
 

@@ -90,6 +90,11 @@ class Proc:
     def signal(self, signum: int) -> None:
         self.popen.send_signal(signum)
 
+    def children(self) -> list[int]:
+        """The pids of its child processes (Linux's /proc), such as its worker processes."""
+        return [int(pid) for path in Path(f"/proc/{self.pid}/task").glob("*/children")
+                for pid in path.read_text().split()]
+
     def kill(self) -> None:
         """SIGKILL and reap it (so it is gone, not a zombie)."""
         if self.popen.poll() is None:

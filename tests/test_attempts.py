@@ -304,10 +304,18 @@ APP = """
 
 
     @mq.task(name="terminate")
-    def terminate():
-        program = subprocess.Popen(["sleep", "30"])
-        program.terminate()
-        return program.wait(10)
+    def terminate(how):
+        if how == "exec":
+            program = subprocess.Popen(["sleep", "30"])
+            program.terminate()
+            return program.wait(10)
+        import multiprocessing
+
+        forked = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        forked.start()
+        forked.terminate()
+        forked.join(10)
+        return forked.exitcode
 """
 
 
@@ -429,9 +437,9 @@ def test_a_signal_to_the_whole_group_puts_a_process_workers_task_back(
 
     # When the signal reaches the consumer and its worker process at once, as
     # systemd's SIGTERM to the service's group or a Ctrl-C in a terminal does
-    children = _children(proc.pid)
+    children = proc.children()
     assert children, "the consumer has no worker process"
-    for pid in [proc.pid, *children]:
+    for pid in [*children, proc.pid]:  # the children first: the consumer may kill them soon
         os.kill(pid, signum)
     assert proc.wait(30) == 0
 
@@ -453,43 +461,44 @@ def test_every_worker_process_is_ready_before_the_first_claim(
 
     # Then its three worker processes are already running: a call claimed for
     # a free worker (its attempt counted at once) starts without waiting for one
-    assert len(_children(proc.pid)) == 3
+    assert len(proc.children()) == 3
 
 
+@pytest.mark.parametrize("how", ["exec", "fork"])
 def test_a_process_workers_task_can_stop_the_programs_it_starts(
-        app: Callable[..., Minique], spawn: Callable[..., Proc]) -> None:
+        app: Callable[..., Minique], spawn: Callable[..., Proc], how: str) -> None:
     # Given a consumer with process workers, which stop on the consumer's
     # word rather than on SIGTERM
     mq = app()
     consume(spawn, "-w", "1", "-k", "process")
 
-    # When a task starts a program and sends it SIGTERM
-    # Then the program ends of it: it did not inherit its worker's indifference
-    assert mq.tasks["terminate"]().get(timeout=30) == -signal.SIGTERM
+    # When a task starts a program, or forks a process, and sends it SIGTERM
+    # Then it ends of it: it did not inherit its worker's indifference
+    assert mq.tasks["terminate"](how).get(timeout=30) == -signal.SIGTERM
 
 
+@pytest.mark.parametrize("task", ["slow", "hold_gil"])
 def test_a_process_workers_attempt_ends_when_its_consumer_is_killed(
-        app: Callable[..., Minique], spawn: Callable[..., Proc], tmp_path: Path) -> None:
-    # Given a process worker running a task that will not end by itself
+        app: Callable[..., Minique], spawn: Callable[..., Proc], tmp_path: Path,
+        task: str) -> None:
+    # Given a process worker running a task that will not end by itself: a
+    # Python loop, or a C call that holds the GIL for a minute
     mq = app()
     proc = consume(spawn, "-w", "1", "-k", "process")
-    mq.tasks["slow"]("s")
+    mq.tasks[task]("s", *([60] if task == "hold_gil" else []))
     wait_for(lambda: marks(tmp_path, "started", "s"), timeout=30, what="the task to start")
-    [child] = _children(proc.pid)
+    [child] = proc.children()
+    try:
+        # When the consumer is SIGKILLed, so that it cannot kill its worker process
+        proc.kill()
 
-    # When the consumer is SIGKILLed, so that it cannot kill its worker process
-    proc.kill()
-
-    # Then the worker process ends by itself, within a second or so, rather
-    # than run on while another consumer runs the call again
-    wait_for(lambda: not _alive(child), timeout=10, what="the worker process to end")
-    assert marks(tmp_path, "finished", "s") == []
-    assert "its consumer" in proc.output() and "is gone" in proc.output()
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for path in Path(f"/proc/{pid}/task").glob("*/children")
-            for child in path.read_text().split()]
+        # Then the worker process ends at once, rather than run on while
+        # another consumer runs the call again
+        wait_for(lambda: not _alive(child), timeout=10, what="the worker process to end")
+        assert marks(tmp_path, "finished", "s") == []
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

@@ -106,6 +106,21 @@ def test_an_unfinished_run_taken_over_without_a_kill_is_not_explained() -> None:
     assert rerun_counts(records(*runs), []) == (0, 0, 1)
 
 
+def test_a_run_that_ends_after_its_process_was_reaped_went_on_in_an_orphan() -> None:
+    # Given consumer A killed at 2.0 (reaped at 2.01) with two runs: one cut
+    # short by the kill, and one that a worker process of A ended at 2.5
+    runs = (Run("1", 1, "t", "consumerA", 10, start=1.0),
+            Run("2", 1, "u", "consumerA", 12, start=1.5, end=2.5, how="ok"))
+
+    # When the records are judged
+    judge = Judge(records(*runs), [kill("consumerA", 2.0)], exited=0)
+    judge.judge_runs()
+
+    # Then the one that went on past the kill is counted, and it fails the soak
+    assert judge.verdict.figures["runs that went on after their process was killed"] == 1
+    assert judge.verdict.failures == ["runs that went on after their process was killed"]
+
+
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize(("worker_type", "seconds"), [("thread", SOAK_SECONDS),
                                                       ("process", PROCESS_SOAK_SECONDS)])
@@ -146,6 +161,7 @@ def test_chaos_soak_loses_nothing_and_runs_nothing_twice_without_a_kill(
     assert figures["calls lost"] == 0, report["examples"].get("calls lost")
     assert figures["calls stuck after the drain"] == 0, report["examples"]
     assert figures["duplicate runs not explained by a kill"] == 0, report["examples"]
+    assert figures["runs that went on after their process was killed"] == 0, report["examples"]
     # ... and nothing else that must be 0 is not
     assert report["failures"] == [], report["examples"]
     assert soak.returncode == 0

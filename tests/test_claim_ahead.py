@@ -57,3 +57,14 @@ def test_a_consumer_of_tiny_tasks_holds_more_than_the_fixed_batch(
 
     # Then once their duration is known it claims past the fixed batch of short tasks
     assert max(seen) > 1 + MIN_BUFFER
+
+
+def test_a_worker_replacing_its_process_is_not_a_free_worker(mq: Minique) -> None:
+    # Given 3 workers, one call running, and one worker starting a fresh process
+    ledger = Ledger(mq, 3, inline=False)
+    ledger.inflight = 1
+    ledger.starting = 1
+
+    # Then a call claimed now starts at once on one worker only: the others
+    # are claimed ahead, their attempt counted when they start
+    assert ledger.free_workers(0) == 1

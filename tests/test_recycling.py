@@ -97,6 +97,23 @@ def test_process_workers_are_replaced_after_max_tasks(
     assert proc.popen.poll() is None
 
 
+def test_a_worn_out_worker_process_is_replaced_before_the_next_call_comes(
+        app: Minique, spawn: Callable[..., Proc]) -> None:
+    # Given a consumer whose one worker process is replaced after each task
+    proc = spawn("-m", "minique", "consume", "jobs", "-w", "1", "-k", "process",
+                 "--max-tasks", "1")
+
+    # When a task has run, and no other is queued
+    first = app.tasks["pid"](0).get(timeout=60)
+
+    # Then a fresh worker process is started at once, rather than when the
+    # next call is claimed (its attempt counted while its worker was not ready)
+    wait_for(lambda: proc.children() and first not in proc.children(), timeout=30,
+             what="a fresh worker process")
+    [fresh] = proc.children()
+    assert app.tasks["pid"](1).get(timeout=60) == fresh
+
+
 def test_process_workers_are_replaced_past_max_memory(
         app: Minique, spawn: Callable[..., Proc]) -> None:
     proc = spawn("-m", "minique", "consume", "jobs", "-w", "1", "-k", "process",

@@ -65,6 +65,7 @@ class Ledger:
         self.pending: deque[ClaimedJob] = deque()  # claimed, for the inline dispatcher to run
         self.inflight = 0  # claimed and not yet written back
         self.handed = 0  # given to worker threads and not yet handed back
+        self.starting = 0  # process workers replacing their child between attempts
         self.waiting = 0  # put in the worker threads' queue, not yet taken
         # (id, attempt) -> (id, attempt, started_at) of calls claimed ahead that
         # have started and whose start the store does not know yet: the next
@@ -140,7 +141,7 @@ class Ledger:
         """
         if self.waiting or (self.inline and self.pending):
             return 0
-        return max(0, self.workers - (self.inflight - finished))
+        return max(0, self.workers - (self.inflight - finished) - self.starting)
 
     # -- after a write --------------------------------------------------------------------
 

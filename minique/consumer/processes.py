@@ -13,6 +13,7 @@ the job and its outcome per attempt.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -38,11 +39,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("minique")
 
 START_TIMEOUT = 60.0
-_CHILD = "from minique.consumer.processes import child_main; child_main()"
+# SIGTERM and SIGINT are ignored before anything is imported (see child_main).
+_CHILD = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+          "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "from minique.consumer.processes import child_main; child_main()")
 
 
 class WorkerCrashed(Exception):  # noqa: N818 - the name users see as error_type
     """The worker process running an attempt died before it reported back."""
+
+    #: At start-up: the child itself said why it could not run tasks (it
+    #: could not import them or find the queue), rather than dying or hanging.
+    answered = False
 
 
 def _find_queue(modules: list[str], location: str, names: list[str]) -> Minique:
@@ -65,29 +73,84 @@ def _location(mq: Minique) -> str | None:
     return None if store is None else str(store.location)
 
 
-def _stop_with(parent: int, requests_fd: int) -> None:
-    """End this worker process as soon as its consumer dies, even in the middle of a task.
+def _die_with_the_consumer(lifeline: int) -> None:
+    """End this worker process the moment its consumer dies, even in the middle of a task.
 
     A consumer that is SIGKILLed (or crashes) cannot kill its children. An
     attempt left running here would go on while another consumer, which sees
     the dead consumer within a second, runs the call again: the consumer's
     death must end its attempts, as it does for thread workers. The consumer
-    holds the only write end of the requests pipe, so the pipe hangs up when
-    it dies; waiting for that costs nothing while it lives.
+    holds the only write end of the lifeline pipe and never writes to it, so
+    the pipe hangs up when it dies. On Linux the kernel then sends this
+    process SIGIO, whose default action ends it at once, even while a task
+    holds the GIL in a long C call; elsewhere a thread waits for the hang-up.
     """
+    os.set_inheritable(lifeline, False)
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            fcntl.fcntl(lifeline, fcntl.F_SETOWN, os.getpid())
+            fcntl.fcntl(lifeline, fcntl.F_SETFL,
+                        fcntl.fcntl(lifeline, fcntl.F_GETFL) | os.O_ASYNC)
+        except OSError:
+            pass
+        else:
+            _exit_if_hung_up(lifeline, 0)  # it died before we were listening
+            return
+    threading.Thread(target=_exit_if_hung_up, args=(lifeline, None), daemon=True,
+                     name="minique-lifeline").start()
+
+
+def _exit_if_hung_up(lifeline: int, timeout: float | None) -> None:
+    """Exit if the lifeline hangs up within ``timeout`` seconds (``None``: wait for it)."""
     hangup = select.poll()
-    hangup.register(requests_fd, 0)  # 0: only a hang-up or an error wakes it
-    while not hangup.poll():
-        pass
-    # (The consumer itself closes the pipe only after it killed this process.)
-    sys.stderr.write(f"minique worker process {os.getpid()}: its consumer {parent} is gone; "
-                     "exiting, and the call it ran (if any) is queued again\n")
-    sys.stderr.flush()
-    os._exit(1)
+    hangup.register(lifeline, select.POLLIN)  # nothing is ever written: any event is the end
+    if hangup.poll(None if timeout is None else timeout * 1000):
+        os._exit(1)
+
+
+_worker_pid = 0  # this worker process's pid, set by child_main
 
 
 def _leave_it_to_the_consumer(signum: int, frame: FrameType | None) -> None:
-    """A worker process's handler of SIGTERM and SIGINT: nothing (see child_main)."""
+    """A worker process's handler of SIGTERM and SIGINT: nothing (see child_main).
+
+    In a process that a task forked, the signal does what it normally does:
+    it may have come before that process's fork hook reset the handlers.
+    """
+    if os.getpid() != _worker_pid:
+        _default_signals()
+        os.kill(os.getpid(), signum)
+
+
+def _default_signals() -> None:
+    # In a process that a task forks, SIGTERM and SIGINT act as they normally do.
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: nothing to undo there
+        pass
+
+
+# A SIGTERM sent to a process that a task just forked, before the fork hook
+# gave it the default handlers back, would reach Python's handler and then be
+# dropped (Python clears pending signals after a fork). So both are blocked
+# around the fork: the forked process gets them once its handlers are right.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_fork_masks = threading.local()
+
+
+def _block_for_fork() -> None:
+    _fork_masks.before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _unblock_in_worker() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _fork_masks.before)
+
+
+def _unblock_in_forked() -> None:
+    _default_signals()
+    signal.pthread_sigmask(signal.SIG_SETMASK, _fork_masks.before)
 
 
 def child_main() -> None:
@@ -96,13 +159,20 @@ def child_main() -> None:
     # whole group (systemd's default KillMode, a container's stop) or a
     # Ctrl-C in the terminal must start its grace period, not kill the
     # attempt here and fail the call. Past the grace the parent SIGKILLs us.
-    # A handler that does nothing, not SIG_IGN: programs that a task starts
-    # would inherit SIG_IGN, and could then not be stopped with SIGTERM.
+    # _CHILD ignores both from the start; then a handler that does nothing
+    # takes over, since programs that a task starts would inherit SIG_IGN,
+    # and could then not be stopped with SIGTERM.
+    global _worker_pid
+    _worker_pid = os.getpid()
     signal.signal(signal.SIGINT, _leave_it_to_the_consumer)
     signal.signal(signal.SIGTERM, _leave_it_to_the_consumer)
-    read_fd, write_fd, config = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-    threading.Thread(target=_stop_with, args=(config["parent"], read_fd), daemon=True,
-                     name="minique-parent-watch").start()
+    os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_in_worker,
+                        after_in_child=_unblock_in_forked)
+    read_fd, write_fd, lifeline = (int(arg) for arg in sys.argv[1:4])
+    config = json.loads(sys.argv[4])
+    _die_with_the_consumer(lifeline)
+    for fd in (read_fd, write_fd):
+        os.set_inheritable(fd, False)  # not to programs the tasks start
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
@@ -136,6 +206,7 @@ class ProcessRunner:
         self._process: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
+        self._lifeline = -1  # the write end of the child's lifeline pipe
         self._closed = False
         self._lock = threading.Lock()
 
@@ -148,27 +219,29 @@ class ProcessRunner:
         """Start the child process, without waiting for it to import the tasks."""
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()  # never written to: see _die_with_the_consumer
+        passed = (child_reads, child_writes, lifeline_r)
         config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
-                             "names": sorted(self.mq.tasks), "sys_path": sys.path,
-                             "parent": os.getpid()})
-        # Under the lock, so that a close() from the stopping thread either
+                             "names": sorted(self.mq.tasks), "sys_path": sys.path})
+        # Under the lock, so that interrupt() from the stopping thread either
         # comes first (no child is started) or finds the child to kill.
         with self._lock:
             try:
                 if self._closed:
                     raise WorkerClosed("the consumer is stopping")
                 self._process = subprocess.Popen(
-                    [sys.executable, "-c", _CHILD, str(child_reads), str(child_writes), config],
-                    pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL)
+                    [sys.executable, "-c", _CHILD, *map(str, passed), config],
+                    pass_fds=passed, stdin=subprocess.DEVNULL)
             except BaseException:
-                os.close(parent_writes)
-                os.close(parent_reads)
+                for fd in (parent_writes, parent_reads, lifeline_w):
+                    os.close(fd)
                 raise
             finally:
-                os.close(child_reads)
-                os.close(child_writes)
+                for fd in passed:
+                    os.close(fd)
             self._requests = Connection(parent_writes, readable=False)
             self._replies = Connection(parent_reads, writable=False)
+            self._lifeline = lifeline_w
 
     def wait_ready(self) -> None:
         """Wait for the launched child to import the tasks; ``WorkerCrashed`` if it cannot."""
@@ -176,28 +249,37 @@ class ProcessRunner:
         replies = self._replies
         if replies is None:
             raise WorkerCrashed("a worker process could not start: it was closed")
+        answered = False
         try:
-            state, detail = replies.recv() if replies.poll(START_TIMEOUT) \
-                else ("failed", f"it did not start within {START_TIMEOUT:g} s")
+            if replies.poll(START_TIMEOUT):
+                state, detail = replies.recv()
+                answered = True
+            else:
+                state, detail = "failed", f"it did not start within {START_TIMEOUT:g} s"
         except (EOFError, OSError):
             state, detail = "failed", f"it exited ({self._exit_code()})"
         if state != "ready":
             self._kill()
-            raise WorkerCrashed(f"a worker process could not start: {detail}")
+            crashed = WorkerCrashed(f"a worker process could not start: {detail}")
+            crashed.answered = answered
+            raise crashed
 
     def _kill(self) -> None:
-        # The worker thread and the stopping thread may both close at once
-        # (close() at the grace period's end, and the worker as it leaves):
-        # only the one that takes the child and pipes out kills and closes them.
+        """Kill the child and close its pipes (the owner's thread, or a runner no thread took)."""
         with self._lock:
-            process, requests, replies = self._process, self._requests, self._replies
-            self._process = self._requests = self._replies = None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(5)
-        for conn in (requests, replies):
-            if conn is not None:
-                conn.close()
+            process, self._process = self._process, None
+            pipes = (self._requests, self._replies)
+            lifeline, self._lifeline = self._lifeline, -1
+            self._requests = self._replies = None
+        try:
+            if process is not None:
+                _kill_and_reap(process)
+        finally:
+            for conn in pipes:
+                if conn is not None:
+                    conn.close()
+            if lifeline >= 0:
+                os.close(lifeline)  # after the kill: its hang-up would end the child too
 
     def run(self, job: ClaimedJob, owner: str, timeout: float | None) -> Ran:
         """Run one attempt in the child; kill it if ``timeout`` passes first."""
@@ -206,18 +288,18 @@ class ProcessRunner:
             return execute(self.mq, job, owner)  # fails it as unknown, without a child
         if self._closed:
             raise WorkerClosed("the consumer is stopping")
-        if self._process is not None and self._worn_out():
-            self._kill()
+        # Normally the worker replaced a gone or worn-out child after the last
+        # attempt (replace()); this is for a child that died while idle, or
+        # that could not start then.
         if self._process is None or self._process.poll() is not None:
             self._kill()
             self._ran_here = 0
             try:
                 self.start()
             except WorkerCrashed as exc:
-                if self._closed:  # close() killed the child as it started
+                if self._closed:  # interrupt() killed the child as it started
                     raise WorkerClosed("the consumer closed the worker process") from None
                 return after_error(job, owner, task.options, exc, "", 0.0)
-        # Read once: close() (the stopping thread) sets them to None at any moment.
         requests, replies = self._requests, self._replies
         start = time.monotonic()
         try:
@@ -230,8 +312,8 @@ class ProcessRunner:
                 return ran
         except Exception as exc:
             if self._closed:
-                # close() killed the child, perhaps in the middle of a read:
-                # whatever that raised, the consumer puts the job back.
+                # interrupt() killed the child, perhaps in the middle of a
+                # read: whatever that raised, the consumer puts the job back.
                 raise WorkerClosed("the consumer closed the worker process") from None
             if not isinstance(exc, EOFError | OSError):
                 raise
@@ -243,6 +325,27 @@ class ProcessRunner:
         self._kill()
         assert timeout is not None
         return timed_out(job, owner, task.options, timeout)
+
+    def needs_replacing(self) -> bool:
+        """Whether the child is gone or worn out (checked between attempts)."""
+        if self._closed:
+            return False
+        process = self._process
+        return process is None or process.poll() is not None or self._worn_out()
+
+    def replace(self) -> None:
+        """Start a fresh child in place of a gone or worn-out one, before the next attempt.
+
+        If it cannot start, the next attempt tries again, and fails with the reason.
+        """
+        self._kill()
+        self._ran_here = 0
+        try:
+            self.start()
+        except WorkerClosed:
+            pass  # the consumer is stopping: the next run() says so
+        except WorkerCrashed as exc:
+            log.error("%s; the next task of this worker tries again", exc)
 
     def _worn_out(self) -> bool:
         assert self._process is not None
@@ -269,8 +372,30 @@ class ProcessRunner:
             return "it closed its pipe"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
+    def interrupt(self) -> None:
+        """From the stopping thread: kill the child; the attempt running in it is put back.
+
+        The worker thread that owns this runner gets ``WorkerClosed`` from
+        ``run()``, and closes the pipes itself as it leaves: closing them here,
+        while it may be reading, could hand their numbers to another file.
+        """
+        self._closed = True
+        with self._lock:
+            process = self._process
+        if process is not None:
+            _kill_and_reap(process)
+
     def close(self) -> None:
-        """Stop the child process; an attempt running in it raises ``WorkerClosed``."""
+        """Stop the child process and close its pipes; no attempt runs here after this."""
         self._closed = True
         self._kill()
+
+
+def _kill_and_reap(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel: reaped by a later poll()
+            log.warning("worker process %d did not die within 5 s of SIGKILL", process.pid)
 

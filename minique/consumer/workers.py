@@ -68,11 +68,16 @@ class Workers:
                 runner.close()
             if not isinstance(exc, WorkerCrashed):
                 raise
+            if exc.answered:
+                raise ConfigurationError(
+                    f"-k process cannot work here: {exc}. Worker processes import the modules "
+                    "that define the tasks and look for the same queue there; define the "
+                    "Minique and its tasks at module level in an importable module (not in "
+                    "__main__ nor inside a factory function), or use thread workers") from None
             raise ConfigurationError(
-                f"-k process cannot work here: {exc}. Worker processes import the modules "
-                "that define the tasks and look for the same queue there; define the "
-                "Minique and its tasks at module level in an importable module (not in "
-                "__main__ nor inside a factory function), or use thread workers") from None
+                f"-k process cannot work here: {exc}. Its {len(runners)} worker processes "
+                "start side by side, each importing the tasks' modules: if that is slow or "
+                "memory is short, use fewer workers (-w), or thread workers") from None
         self._spare.extend(runners)
 
     def start_one(self) -> None:
@@ -92,9 +97,20 @@ class Workers:
         A thread whose child was killed mid-attempt leaves without an outcome
         (the job is put back); one that got its outcome just before hands it in.
         """
-        for runner in [*self.runners, *self._spare]:
-            runner.close()
-        self._spare.clear()
+        with self.ledger.cond:  # the worker threads take their runners under it
+            owned, spare = list(self.runners), self._spare
+            self._spare = []
+        # A worker thread closes its runner's pipes itself as it leaves.
+        for runner in owned:
+            try:
+                runner.interrupt()
+            except Exception:
+                log.exception("could not stop a worker process")
+        for runner in spare:
+            try:
+                runner.close()
+            except Exception:
+                log.exception("could not stop a worker process")
         if self.runners:
             self.send_stop()
             deadline = time.monotonic() + 5.0
@@ -131,7 +147,21 @@ class Workers:
                 with ledger.cond:
                     ledger.ended(job, ran)
                     ledger.handed -= 1
+                    # A child killed (timeout, crash) or worn out is replaced
+                    # now, not when the next call comes: a call claimed for a
+                    # free worker counts its attempt at once, so this worker
+                    # does not count as free until its child is ready.
+                    replace = runner is not None and runner.needs_replacing()
+                    ledger.starting += replace
                     ledger.notify()
+                if replace:
+                    assert runner is not None
+                    try:
+                        runner.replace()
+                    finally:
+                        with ledger.cond:
+                            ledger.starting -= 1
+                            ledger.notify()
         except WorkerClosed:
             # stop() closed the worker processes after the grace period: the
             # attempt is put back (see Consumer.stop), not failed.
