@@ -145,3 +145,34 @@ def test_the_worker_and_the_stopping_thread_closing_at_once_close_each_pipe_once
     assert errors == []
     assert len(closes) == 1, closes
     assert child.poll() is not None
+
+
+@pytest.mark.parametrize("closed_by", ["consumer", "task"])
+def test_the_lifeline_watcher_exits_when_the_consumer_hangs_up_only(closed_by: str) -> None:
+    # Given a process watching the reading end of a lifeline as worker
+    # processes do where the kernel cannot signal them (outside Linux)
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    code = ("import os, sys; from minique.consumer.processes import _exit_if_hung_up; "
+            "fd = int(sys.argv[1]); "
+            "os.close(fd) if sys.argv[2] == 'task' else None; "
+            "_exit_if_hung_up(fd, None)")
+    watcher = subprocess.Popen([sys.executable, "-c", code, str(read_end), closed_by],
+                               pass_fds=(read_end,))
+    os.close(read_end)
+
+    # When the consumer's end closes (it died), or a task closed the watcher's
+    # descriptor while the consumer lives
+    if closed_by == "consumer":
+        os.close(write_end)
+    try:
+        # Then the watcher exits at once for the first, and lets the process go
+        # on for the second (here: it returns, and the process ends normally)
+        assert watcher.wait(10) == (1 if closed_by == "consumer" else 0)
+    finally:
+        if closed_by == "task":
+            os.close(write_end)
+        if watcher.poll() is None:
+            watcher.kill()

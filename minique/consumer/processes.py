@@ -105,7 +105,9 @@ def _exit_if_hung_up(lifeline: int, timeout: float | None) -> None:
     """Exit if the lifeline hangs up within ``timeout`` seconds (``None``: wait for it)."""
     hangup = select.poll()
     hangup.register(lifeline, select.POLLIN)  # nothing is ever written: any event is the end
-    if hangup.poll(None if timeout is None else timeout * 1000):
+    events = hangup.poll(None if timeout is None else timeout * 1000)
+    # (POLLNVAL: a task closed the descriptor; the consumer may well live.)
+    if events and not events[0][1] & select.POLLNVAL:
         os._exit(1)
 
 
