@@ -311,11 +311,17 @@ APP = """
             return program.wait(10)
         import multiprocessing
 
-        forked = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
-        forked.start()
-        forked.terminate()
-        forked.join(10)
-        return forked.exitcode
+        # "fork, own handler": the task's own handler, which the fork keeps
+        own = signal.signal(signal.SIGTERM, lambda *_: os._exit(7)) if how != "fork" else None
+        try:
+            forked = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+            forked.start()
+            forked.terminate()
+            forked.join(10)
+            return forked.exitcode
+        finally:
+            if own is not None:
+                signal.signal(signal.SIGTERM, own)
 """
 
 
@@ -464,17 +470,21 @@ def test_every_worker_process_is_ready_before_the_first_claim(
     assert len(proc.children()) == 3
 
 
-@pytest.mark.parametrize("how", ["exec", "fork"])
+@pytest.mark.parametrize(("how", "exit_code"), [("exec", -signal.SIGTERM),
+                                                ("fork", -signal.SIGTERM),
+                                                ("fork, own handler", 7)])
 def test_a_process_workers_task_can_stop_the_programs_it_starts(
-        app: Callable[..., Minique], spawn: Callable[..., Proc], how: str) -> None:
+        app: Callable[..., Minique], spawn: Callable[..., Proc], how: str,
+        exit_code: int) -> None:
     # Given a consumer with process workers, which stop on the consumer's
     # word rather than on SIGTERM
     mq = app()
     consume(spawn, "-w", "1", "-k", "process")
 
     # When a task starts a program, or forks a process, and sends it SIGTERM
-    # Then it ends of it: it did not inherit its worker's indifference
-    assert mq.tasks["terminate"](how).get(timeout=30) == -signal.SIGTERM
+    # Then it ends of it: it did not inherit its worker's indifference (and a
+    # handler the task set itself is the forked process's, as usual)
+    assert mq.tasks["terminate"](how).get(timeout=30) == exit_code
 
 
 @pytest.mark.parametrize("task", ["slow", "hold_gil"])

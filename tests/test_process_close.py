@@ -34,6 +34,13 @@ TASKS = """
     @mq.task(name="hang")
     def hang():
         time.sleep(60)
+
+
+    @mq.task(name="pid")
+    def pid():
+        import os
+
+        return os.getpid()
 """
 
 
@@ -176,3 +183,45 @@ def test_the_lifeline_watcher_exits_when_the_consumer_hangs_up_only(closed_by: s
             os.close(write_end)
         if watcher.poll() is None:
             watcher.kill()
+
+
+def test_a_worker_process_that_cannot_be_replaced_is_tried_again_at_the_next_task(
+        close_tasks: ModuleType, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given a worker process replaced after each task, whose first replacement
+    # cannot start (fork refused: a container's limit on processes)
+    import errno
+
+    real_launch = ProcessRunner.launch
+    launches: list[int] = []
+
+    def launch(runner: ProcessRunner) -> None:
+        launches.append(1)
+        if len(launches) == 2:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        real_launch(runner)
+
+    monkeypatch.setattr(ProcessRunner, "launch", launch)
+    mq = close_tasks.mq
+    with mq.consumer(workers=1, worker_type="process", max_tasks=1, periodic=False):
+        # When two tasks run, one after the other
+        first = close_tasks.pid().get(timeout=10)
+        second = close_tasks.pid().get(timeout=10)
+
+    # Then the worker lived on, and started its process at the next task
+    assert first != second
+    assert len(launches) >= 3  # (and one more after the second task, unless stopping)
+    assert "could not start: BlockingIOError" in caplog.text
+
+
+def test_stopping_while_worker_processes_are_replaced_logs_no_error(
+        close_tasks: ModuleType, caplog: pytest.LogCaptureFixture) -> None:
+    # Given worker processes replaced after each task
+    mq = close_tasks.mq
+    with mq.consumer(workers=2, worker_type="process", max_tasks=1, periodic=False):
+        # When the consumer stops right after their tasks, as they are replaced
+        for result in [close_tasks.pid() for _ in range(2)]:
+            result.get(timeout=10)
+
+    # Then it says nothing of processes that could not start
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []

@@ -39,9 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("minique")
 
 START_TIMEOUT = 60.0
-# SIGTERM and SIGINT are ignored before anything is imported (see child_main).
+# SIGTERM and SIGINT are ignored before anything is imported (see child_main),
+# and the consumer's sys.path is set before minique is imported: it may be
+# reachable only through a path the consumer's program added.
 _CHILD = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
           "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "import json, sys; "
+          "sys.path[:0] = [p for p in json.loads(sys.argv[4])['sys_path'] if p not in sys.path]; "
           "from minique.consumer.processes import child_main; child_main()")
 
 
@@ -126,12 +130,15 @@ def _leave_it_to_the_consumer(signum: int, frame: FrameType | None) -> None:
 
 
 def _default_signals() -> None:
-    # In a process that a task forks, SIGTERM and SIGINT act as they normally do.
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except ValueError:  # not the main thread: nothing to undo there
-        pass
+    # In a process that a task forks, SIGTERM and SIGINT act as they normally
+    # do, unless the task set handlers of its own (they are its to keep).
+    for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                            (signal.SIGTERM, signal.SIG_DFL)):
+        try:
+            if signal.getsignal(signum) is _leave_it_to_the_consumer:
+                signal.signal(signum, default)
+        except ValueError:  # not the main thread: nothing to undo there
+            pass
 
 
 # A SIGTERM sent to a process that a task just forked, before the fork hook
@@ -147,12 +154,12 @@ def _block_for_fork() -> None:
 
 
 def _unblock_in_worker() -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, _fork_masks.before)
+    signal.pthread_sigmask(signal.SIG_SETMASK, getattr(_fork_masks, "before", set()))
 
 
 def _unblock_in_forked() -> None:
     _default_signals()
-    signal.pthread_sigmask(signal.SIG_SETMASK, _fork_masks.before)
+    signal.pthread_sigmask(signal.SIG_SETMASK, getattr(_fork_masks, "before", set()))
 
 
 def child_main() -> None:
@@ -175,7 +182,6 @@ def child_main() -> None:
     _die_with_the_consumer(lifeline)
     for fd in (read_fd, write_fd):
         os.set_inheritable(fd, False)  # not to programs the tasks start
-    sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
         mq = _find_queue(config["modules"], config["location"], config["names"])
@@ -188,7 +194,10 @@ def child_main() -> None:
             job, owner = requests.recv()
         except (EOFError, OSError):
             return  # the consumer is gone
-        replies.send(execute(mq, job, owner))
+        ran = execute(mq, job, owner)
+        if signal.getsignal(signal.SIGIO) is not signal.SIG_DFL:
+            signal.signal(signal.SIGIO, signal.SIG_DFL)  # a task took the lifeline's signal
+        replies.send(ran)
 
 
 class ProcessRunner:
@@ -219,28 +228,30 @@ class ProcessRunner:
 
     def launch(self) -> None:
         """Start the child process, without waiting for it to import the tasks."""
-        child_reads, parent_writes = os.pipe()
-        parent_reads, child_writes = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()  # never written to: see _die_with_the_consumer
-        passed = (child_reads, child_writes, lifeline_r)
         config = json.dumps({"modules": self._modules, "location": self.mq.store.location,
                              "names": sorted(self.mq.tasks), "sys_path": sys.path})
+        opened: list[int] = []
         # Under the lock, so that interrupt() from the stopping thread either
         # comes first (no child is started) or finds the child to kill.
         with self._lock:
             try:
                 if self._closed:
                     raise WorkerClosed("the consumer is stopping")
+                for _ in range(3):
+                    opened.extend(os.pipe())
+                child_reads, parent_writes, parent_reads, child_writes = opened[:4]
+                # The lifeline (the last pipe) is never written to: see _die_with_the_consumer.
+                lifeline_r, lifeline_w = opened[4:]
+                passed = (child_reads, child_writes, lifeline_r)
                 self._process = subprocess.Popen(
                     [sys.executable, "-c", _CHILD, *map(str, passed), config],
                     pass_fds=passed, stdin=subprocess.DEVNULL)
             except BaseException:
-                for fd in (parent_writes, parent_reads, lifeline_w):
+                for fd in opened:
                     os.close(fd)
                 raise
-            finally:
-                for fd in passed:
-                    os.close(fd)
+            for fd in passed:
+                os.close(fd)
             self._requests = Connection(parent_writes, readable=False)
             self._replies = Connection(parent_reads, writable=False)
             self._lifeline = lifeline_w
@@ -346,8 +357,12 @@ class ProcessRunner:
             self.start()
         except WorkerClosed:
             pass  # the consumer is stopping: the next run() says so
-        except WorkerCrashed as exc:
-            log.error("%s; the next task of this worker tries again", exc)
+        except Exception as exc:  # noqa: BLE001 - the worker thread must live on
+            if self._closed:
+                return  # interrupt() killed it as it started
+            reason = str(exc) if isinstance(exc, WorkerCrashed) \
+                else f"a worker process could not start: {type(exc).__name__}: {exc}"
+            log.error("%s; the next task of this worker tries again", reason)
 
     def _worn_out(self) -> bool:
         assert self._process is not None

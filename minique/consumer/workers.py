@@ -75,7 +75,8 @@ class Workers:
                     "Minique and its tasks at module level in an importable module (not in "
                     "__main__ nor inside a factory function), or use thread workers") from None
             raise ConfigurationError(
-                f"-k process cannot work here: {exc}. Its {len(runners)} worker processes "
+                f"-k process cannot work here: {exc}. A worker process writes why it "
+                f"exited to the consumer's output, above. The {len(runners)} worker processes "
                 "start side by side, each importing the tasks' modules: if that is slow or "
                 "memory is short, use fewer workers (-w), or thread workers") from None
         self._spare.extend(runners)
@@ -144,14 +145,15 @@ class Workers:
                 ran = self._run(job, runner)
                 if ran is None:
                     return  # this thread was replaced at the attempt's timeout
+                # A child killed (timeout, crash) or worn out is replaced now,
+                # not when the next call comes: a call claimed for a free
+                # worker counts its attempt at once, so this worker does not
+                # count as free until its child is ready.
+                replace = runner is not None and runner.needs_replacing()
                 with ledger.cond:
                     ledger.ended(job, ran)
                     ledger.handed -= 1
-                    # A child killed (timeout, crash) or worn out is replaced
-                    # now, not when the next call comes: a call claimed for a
-                    # free worker counts its attempt at once, so this worker
-                    # does not count as free until its child is ready.
-                    replace = runner is not None and runner.needs_replacing()
+                    replace = replace and not ledger.stopping
                     ledger.starting += replace
                     ledger.notify()
                 if replace:
