@@ -40,10 +40,12 @@ def test_a_database_that_keeps_failing_is_logged_once_then_counted(
         db_path: Path, start_consumer: Callable[..., Consumer], caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a running consumer whose writes fail at once when the file is locked,
-    # and repeats counted every half second (instead of every 30)
+    # and repeats counted every half second (instead of every 30). Its lease
+    # is short so that its heartbeat (the write that fails) comes every
+    # second: with the default lease it may come only 10 s after the lock.
     monkeypatch.setattr(failures, "REPEAT_EVERY", 0.5)
     caplog.set_level(logging.INFO, logger="minique")
-    mq = Minique(db_path, busy_timeout=0)
+    mq = Minique(db_path, busy_timeout=0, lease=3)
     start_consumer(mq, workers=1, periodic=False)
 
     # When another connection holds the write lock for a while
