@@ -305,10 +305,8 @@ class ProcessRunner:
         # attempt (replace()); this is for a child that died while idle, or
         # that could not start then.
         if self._process is None or self._process.poll() is not None:
-            self._kill()
-            self._ran_here = 0
             try:
-                self.start()
+                self._restart()
             except WorkerCrashed as exc:
                 if self._closed:  # interrupt() killed the child as it started
                     raise WorkerClosed("the consumer closed the worker process") from None
@@ -351,10 +349,8 @@ class ProcessRunner:
 
         If it cannot start, the next attempt tries again, and fails with the reason.
         """
-        self._kill()
-        self._ran_here = 0
         try:
-            self.start()
+            self._restart()
         except WorkerClosed:
             pass  # the consumer is stopping: the next run() says so
         except Exception as exc:  # noqa: BLE001 - the worker thread must live on
@@ -363,6 +359,11 @@ class ProcessRunner:
             reason = str(exc) if isinstance(exc, WorkerCrashed) \
                 else f"a worker process could not start: {type(exc).__name__}: {exc}"
             log.error("%s; the next task of this worker tries again", reason)
+
+    def _restart(self) -> None:
+        self._kill()
+        self._ran_here = 0
+        self.start()
 
     def _worn_out(self) -> bool:
         assert self._process is not None
